@@ -1,0 +1,8 @@
+"""advpure: diffusion-based adversarial purification and its honest, adaptive evaluation."""
+from . import attacks, data, diffusion, purifiers
+from .defense import PurifiedClassifier
+from .models import load_classifier, load_diffusion
+
+__version__ = "0.1.0"
+__all__ = ["PurifiedClassifier", "attacks", "data", "diffusion", "load_classifier",
+           "load_diffusion", "purifiers"]

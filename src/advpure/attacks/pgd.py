@@ -1,0 +1,63 @@
+"""Projected gradient descent (Madry et al. 2018) with batched EOT, ℓ∞ and ℓ2."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .._checks import check_choice, check_images, check_labels, check_positive
+from .eot import Model, eot_loss_and_grad
+
+NORMS = ("linf", "l2")
+
+
+def _flat_norm(v: torch.Tensor) -> torch.Tensor:
+    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project onto the ε-ball around x (ℓ∞ or ℓ2) intersected with [0, 1]."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        delta = delta * (eps / _flat_norm(delta)).clamp(max=1.0)
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
+    """Uniform in the ℓ∞ ball, or uniform in the ℓ2 ball (direction × radius·U^(1/d))."""
+    shape = dict(generator=generator, device=generator.device, dtype=x.dtype)
+    if norm == "linf":
+        delta = (2.0 * torch.rand(x.shape, **shape) - 1.0) * eps
+    else:
+        direction = torch.randn(x.shape, **shape)
+        radius = torch.rand(x.shape[0], **shape) ** (1.0 / x[0].numel()) * eps
+        delta = direction / _flat_norm(direction) * radius.view(-1, *([1] * (x.dim() - 1)))
+    return project(x + delta.to(x.device), x, eps, norm)
+
+
+def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+        steps: int = 20, step_size: float | None = None, eot: int = 1,
+        random_init: bool = True, generator: torch.Generator | None = None,
+        progress: bool = False) -> torch.Tensor:
+    """Maximize the EOT cross-entropy of ``model`` within the ε-ball; returns the last iterate.
+
+    ℓ∞ steps along sign(∇), ℓ2 along ∇/‖∇‖₂; each step is projected back onto the ball ∩ [0, 1].
+    ``step_size`` defaults to 2.5·ε/steps. ``generator`` drives the random start only; a
+    stochastic ``model`` (a PurifiedClassifier) draws its own noise on every call.
+    """
+    check_images(x)
+    check_labels(y, x.shape[0])
+    check_choice(norm, NORMS, "norm")
+    eps = check_positive(eps, "eps")
+    if not isinstance(steps, int) or steps < 1 or not isinstance(eot, int) or eot < 1:
+        raise ValueError(f"pgd: expected integer steps >= 1 and eot >= 1, found {steps!r}, {eot!r}")
+    alpha = check_positive(step_size if step_size is not None else 2.5 * eps / steps, "step_size")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    x = x.detach()
+    x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
+    for _ in tqdm(range(steps), desc=f"PGD-{steps} EOT-{eot}", disable=not progress, leave=False):
+        _, grad = eot_loss_and_grad(model, x_adv, y, eot)
+        direction = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
+        x_adv = project(x_adv + alpha * direction, x, eps, norm)
+    return x_adv.detach()

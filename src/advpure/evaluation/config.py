@@ -1,0 +1,40 @@
+"""Frozen evaluation configs (pydantic), saved next to every result (DESIGN.md §2, §5)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DefenseConfig(Frozen):
+    name: Literal["none", "diffpure"] = "none"
+    diffusion: str = "builtin:digits-unet"      # eps-model spec
+    t_star: float = Field(0.1, gt=0.0, le=1.0)  # DiffPure diffusion time
+    dt: PositiveFloat = 1e-3                    # reverse-SDE step (paper: 1e-3)
+
+
+class AttackConfig(Frozen):
+    name: Literal["none", "pgd"] = "none"
+    eps: PositiveFloat = 8 / 255
+    norm: Literal["linf", "l2"] = "linf"
+    steps: PositiveInt = 20
+    step_size: PositiveFloat | None = None      # default 2.5·eps/steps
+    eot: PositiveInt = 1                        # EOT copies per gradient
+    random_init: bool = True
+
+
+class EvalConfig(Frozen):
+    dataset: Literal["digits", "cifar10", "cifar100"] = "digits"
+    data_root: str | None = None
+    split: Literal["train", "test"] = "test"
+    n: PositiveInt = 128                        # fixed random subset size
+    subset_seed: int = 0
+    classifier: str = "builtin:digits-cnn"
+    defense: DefenseConfig = DefenseConfig()
+    attack: AttackConfig = AttackConfig()
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    batch_size: PositiveInt = 128

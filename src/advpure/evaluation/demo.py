@@ -1,0 +1,90 @@
+"""``advpure demo``: no defense vs DiffPure under an adaptive ℓ∞ PGD+EOT on the shipped digits models."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import AttackConfig, DefenseConfig, EvalConfig
+from .experiment import EvalResult, build_purifier, run_evaluation
+from .report import plot_accuracy_vs, results_table, save_image_grid, write_run
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Reduced settings sized for a 2-core CPU; the paper's are dt=1e-3 and PGD-200 with EOT-20."""
+
+    n: int = 64                                        # subset size
+    eps: float = 0.2                                   # ℓ∞ budget, ≈ 3 of the 17 grey levels
+    steps: int = 20                                    # PGD iterations
+    eot: int = 4                                       # EOT copies per gradient
+    t_star: float = 0.1                                # DiffPure t*
+    dt: float = 1e-2                                   # reverse-SDE step
+    seeds: tuple[int, ...] = (0, 1, 2)
+    sweep: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2)  # t* values of the plot (seed 0)
+
+    def config(self, defense: DefenseConfig, seeds: tuple[int, ...]) -> EvalConfig:
+        attack = AttackConfig(name="pgd", eps=self.eps, norm="linf", steps=self.steps, eot=self.eot)
+        return EvalConfig(dataset="digits", n=self.n, defense=defense, attack=attack,
+                          seeds=seeds, batch_size=self.n)
+
+    def diffpure(self, t_star: float) -> DefenseConfig:
+        return DefenseConfig(name="diffpure", t_star=t_star, dt=self.dt)
+
+
+def run_demo(out_dir: Path, settings: DemoSettings = DemoSettings(),
+             progress: bool = True) -> str:
+    """Run the comparison and the t* sweep, write the report; returns the Markdown report."""
+    undefended = run_evaluation(settings.config(DefenseConfig(), settings.seeds), progress)
+    diffpure = run_evaluation(settings.config(settings.diffpure(settings.t_star), settings.seeds),
+                              progress)
+    sweep = [run_evaluation(settings.config(settings.diffpure(t), settings.seeds[:1]), progress)
+             for t in settings.sweep]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_run(undefended, out_dir / "undefended")
+    write_run(diffpure, out_dir / "diffpure")
+    save_grid(diffpure, out_dir / "grid.png")
+    plot_sweep(settings, undefended, sweep, out_dir / "accuracy_vs_tstar.png")
+    report = demo_report(settings, undefended, diffpure)
+    (out_dir / "report.md").write_text(report)
+    return report
+
+
+def save_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path:
+    """Clean / adversarial / purified-adversarial rows for the first images of seed 0."""
+    from .. import data
+
+    cfg = result.config
+    x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
+    clean = x_all[result.subset_indices[:n_images]]
+    x_adv = torch.cat(result.per_seed[0].x_adv)[:n_images]
+    purifier = build_purifier(cfg.defense)
+    with torch.no_grad():
+        purified = purifier(x_adv, torch.Generator().manual_seed(0))
+    return save_image_grid({"clean": clean, "adversarial": x_adv, "purified": purified}, path)
+
+
+def plot_sweep(settings: DemoSettings, undefended: EvalResult, sweep: list[EvalResult],
+               path: Path) -> Path:
+    """Standard and robust accuracy against t*, with t* = 0 the undefended classifier."""
+    first = undefended.per_seed[0]
+    xs = [0.0] + list(settings.sweep)
+    std = [first.accuracy("standard")] + [r.per_seed[0].accuracy("standard") for r in sweep]
+    rob = [first.accuracy("robust")] + [r.per_seed[0].accuracy("robust") for r in sweep]
+    title = (f"DiffPure on digits, PGD-{settings.steps} EOT-{settings.eot} ℓ∞ ε={settings.eps}, "
+             f"dt={settings.dt}, n={settings.n}, seed {settings.seeds[0]}")
+    return plot_accuracy_vs(xs, {"standard": std, "robust (adaptive)": rob}, "t*", title, path)
+
+
+def demo_report(settings: DemoSettings, undefended: EvalResult, diffpure: EvalResult) -> str:
+    return (
+        "# advpure demo: DiffPure on digits under adaptive PGD+EOT\n\n"
+        f"{results_table([undefended, diffpure])}\n\n"
+        f"**Reduced settings (CPU demo):** {settings.n} test images, ℓ∞ PGD-{settings.steps} with "
+        f"EOT-{settings.eot}, ε = {settings.eps}, step 2.5·ε/steps, reverse-SDE dt = {settings.dt}, "
+        f"seeds {', '.join(map(str, settings.seeds))} (mean ± sample std). The paper uses "
+        "dt = 1e-3 and stronger attacks: run `advpure evaluate` with those flags. Gradients flow "
+        "through the whole purification (exact autograd).\n\n"
+        "![clean / adversarial / purified](grid.png)\n\n"
+        "![accuracy against t*](accuracy_vs_tstar.png)\n")

@@ -1,0 +1,140 @@
+"""Run an evaluation: standard and robust accuracy of a (defended) classifier, over seeds."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import data
+from ..attacks import pgd
+from ..defense import PurifiedClassifier
+from ..models import load_classifier, load_diffusion
+from ..purifiers import DiffPure
+from .config import AttackConfig, DefenseConfig, EvalConfig
+
+
+def build_purifier(cfg: DefenseConfig) -> nn.Module | None:
+    """The configured purifier, or None for the undefended classifier."""
+    if cfg.name == "none":
+        return None
+    return DiffPure(load_diffusion(cfg.diffusion), t_star=cfg.t_star, dt=cfg.dt)
+
+
+def defended(purifier: nn.Module | None, classifier: nn.Module,
+             generator: torch.Generator) -> nn.Module:
+    """The model attacks see: the bare classifier, or PurifiedClassifier(purifier, classifier)."""
+    if purifier is None:
+        return classifier
+    return PurifiedClassifier(purifier, classifier, generator=generator)
+
+
+def attack_batch(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+    if cfg.name == "none":
+        return x
+    return pgd(model, x, y, eps=cfg.eps, norm=cfg.norm, steps=cfg.steps, step_size=cfg.step_size,
+               eot=cfg.eot, random_init=cfg.random_init, generator=generator)
+
+
+def batch_generators(seed: int, start: int) -> tuple[torch.Generator, torch.Generator]:
+    """(defense, attack) generators of the batch whose first subset position is ``start``.
+
+    Deriving them from (seed, start) makes a batch's result independent of the batches run
+    before it.
+    """
+    root = torch.Generator().manual_seed(seed * 1_000_003 + start)
+    defense_seed, attack_seed = torch.randint(0, 2**62, (2,), generator=root).tolist()
+    return (torch.Generator().manual_seed(defense_seed),
+            torch.Generator().manual_seed(attack_seed))
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    clean_correct: list[bool] = field(default_factory=list)
+    adv_correct: list[bool] = field(default_factory=list)
+    seconds: float = 0.0
+    x_adv: list[torch.Tensor] = field(default_factory=list, repr=False)
+
+    def accuracy(self, which: str) -> float:
+        values = self.clean_correct if which == "standard" else self.adv_correct
+        return sum(values) / len(values)
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+def evaluate_seed(cfg: EvalConfig, purifier: nn.Module | None, classifier: nn.Module,
+                  x: torch.Tensor, y: torch.Tensor, seed: int,
+                  bar: tqdm | None = None) -> SeedResult:
+    """Standard accuracy on clean inputs and robust accuracy on the attack's outputs."""
+    result, start_time = SeedResult(seed), time.perf_counter()
+    for start in range(0, len(y), cfg.batch_size):
+        xb, yb = x[start:start + cfg.batch_size], y[start:start + cfg.batch_size]
+        defense_gen, attack_gen = batch_generators(seed, start)
+        model = defended(purifier, classifier, defense_gen)
+        result.clean_correct += (predict(model, xb) == yb).tolist()
+        x_adv = attack_batch(cfg.attack, model, xb, yb, attack_gen)
+        result.adv_correct += (predict(model, x_adv) == yb).tolist()
+        result.x_adv.append(x_adv)
+        if bar is not None:
+            bar.update(len(yb))
+    result.seconds = time.perf_counter() - start_time
+    return result
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single seed)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std}
+
+
+@dataclass
+class EvalResult:
+    """Everything one evaluation produced; ``summary()`` is what gets written as JSON."""
+
+    config: EvalConfig
+    per_seed: list[SeedResult]
+    subset_indices: list[int]
+
+    def accuracy(self, which: str) -> dict[str, float]:
+        """Mean ± std over seeds of 'standard' or 'robust' accuracy."""
+        return mean_std([r.accuracy(which) for r in self.per_seed])
+
+    def summary(self) -> dict:
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "standard_accuracy": self.accuracy("standard"),
+            "robust_accuracy": self.accuracy("robust"),
+            "per_seed": [{"seed": r.seed, "standard_accuracy": r.accuracy("standard"),
+                          "robust_accuracy": r.accuracy("robust"), "seconds": r.seconds,
+                          "clean_correct": r.clean_correct, "adv_correct": r.adv_correct}
+                         for r in self.per_seed],
+            "subset_indices": self.subset_indices,
+        }
+
+
+def run_evaluation(cfg: EvalConfig, progress: bool = True) -> EvalResult:
+    """Evaluate ``cfg`` on its fixed subset for every seed."""
+    x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
+    x, y, indices = data.fixed_subset(x_all, y_all, min(cfg.n, len(y_all)), cfg.subset_seed)
+    classifier = load_classifier(cfg.classifier)
+    purifier = build_purifier(cfg.defense)
+    with tqdm(total=len(y) * len(cfg.seeds), desc=describe(cfg), disable=not progress) as bar:
+        per_seed = [evaluate_seed(cfg, purifier, classifier, x, y, s, bar) for s in cfg.seeds]
+    return EvalResult(cfg, per_seed, indices.tolist())
+
+
+def describe(cfg: EvalConfig) -> str:
+    """A short human label such as 'diffpure(t*=0.1) vs pgd-linf(0.2, 20 steps, EOT 4)'."""
+    d, a = cfg.defense, cfg.attack
+    defense = "none" if d.name == "none" else f"diffpure(t*={d.t_star:g}, dt={d.dt:g})"
+    attack = "none" if a.name == "none" else (
+        f"pgd-{a.norm}(eps={a.eps:.3g}, {a.steps} steps, EOT {a.eot})")
+    return f"{defense} vs {attack}"

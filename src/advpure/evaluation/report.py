@@ -1,0 +1,81 @@
+"""Run directories, Markdown tables, image grids and plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .experiment import EvalResult, describe
+
+
+def pct(stat: dict[str, float]) -> str:
+    """'93.8 ± 1.2 %' from a {'mean', 'std'} dict of fractions."""
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f} %"
+
+
+def results_table(results: list[EvalResult]) -> str:
+    """A Markdown table: one row per evaluation, accuracies as mean ± std over seeds."""
+    lines = ["| defense vs attack | seeds | standard accuracy | robust accuracy |",
+             "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {describe(r.config)} | {len(r.per_seed)} | "
+                     f"{pct(r.accuracy('standard'))} | {pct(r.accuracy('robust'))} |")
+    return "\n".join(lines)
+
+
+def write_run(result: EvalResult, out_dir: Path) -> Path:
+    """Write config.json, results.json and results.md into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(result.config.model_dump_json(indent=2) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    cfg = result.config
+    (out_dir / "results.md").write_text(
+        f"# advpure evaluation\n\n{results_table([result])}\n\n"
+        f"Dataset {cfg.dataset} ({cfg.split}), fixed subset of {len(result.subset_indices)} "
+        f"images (subset seed {cfg.subset_seed}), classifier `{cfg.classifier}`, seeds "
+        f"{', '.join(map(str, cfg.seeds))}. Standard deviation is the sample std over seeds.\n")
+    return out_dir
+
+
+def save_image_grid(rows: dict[str, torch.Tensor], path: Path) -> Path:
+    """One row of images per entry (e.g. clean / adversarial / purified), labelled on the left."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1, 1.2 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(n):
+            img = images[c].detach().cpu().permute(1, 2, 0).squeeze(-1).numpy()
+            axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs(xs: list[float], series: dict[str, list[float]], xlabel: str,
+                     title: str, path: Path) -> Path:
+    """Accuracy curves (fractions) against a swept parameter."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, ys in series.items():
+        ax.plot(xs, [100 * v for v in ys], marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

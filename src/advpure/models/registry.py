@@ -1,0 +1,44 @@
+"""Spec strings -> models (RobustBench style: the registry is data, the loader is short).
+
+A spec is ``builtin:NAME`` for a checkpoint shipped with the package, or the path of a
+checkpoint (``<stem>.json``, ``<stem>.safetensors`` or the stem) written by ``advpure train``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from .checkpoint import load_checkpoint
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+# name -> (kind, checkpoint stem inside the package, what it is)
+BUILTINS: dict[str, tuple[str, str, str]] = {
+    "digits-cnn": ("classifier", "digits-cnn", "SmallCNN on scikit-learn digits, 8×8"),
+    "digits-unet": ("diffusion", "digits-unet", "SmallUNet eps-model on digits, 8×8, VP"),
+}
+
+
+def resolve_spec(spec: str, kind: str) -> Path:
+    """The checkpoint path a spec names; raise for unknown builtins or a kind mismatch."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"model spec: expected 'builtin:NAME' or a checkpoint path, found {spec!r}")
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        names = [n for n, entry in BUILTINS.items() if entry[0] == kind]
+        if name not in names:
+            raise ValueError(f"model spec {spec!r}: expected a builtin {kind} among "
+                             f"{', '.join('builtin:' + n for n in names)}, found {name!r}")
+        return WEIGHTS_DIR / BUILTINS[name][1]
+    return Path(spec)
+
+
+def load_classifier(spec: str) -> nn.Module:
+    """A classifier module: [0, 1] images in, logits out."""
+    return load_checkpoint(resolve_spec(spec, "classifier"), "classifier")
+
+
+def load_diffusion(spec: str) -> nn.Module:
+    """An eps-model following the protocol ``model(x_t, t)`` (x_t in [−1, 1], t ∈ [0, 1])."""
+    return load_checkpoint(resolve_spec(spec, "diffusion"), "diffusion")
