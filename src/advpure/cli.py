@@ -103,18 +103,18 @@ def evaluate(
     """Standard and robust accuracy (mean ± std over seeds); writes a run directory."""
     from pydantic import ValidationError
 
-    from .evaluation import AttackConfig, DefenseConfig, EvalConfig, results_table
-    from .evaluation import run_evaluation, write_run
+    from .evaluation import EvalConfig, results_table, run_evaluation, write_run
+    from .evaluation.config import config_errors
 
     try:
-        cfg = EvalConfig(
+        cfg = EvalConfig.model_validate(dict(
             dataset=dataset, data_root=data_root, n=n, subset_seed=subset_seed,
             classifier=classifier, seeds=_parse_seeds(seeds), batch_size=batch_size,
-            defense=DefenseConfig(name=defense, diffusion=diffusion, t_star=t_star, dt=dt),
-            attack=AttackConfig(name=attack, eps=eps, norm=norm, steps=steps,
-                                step_size=step_size, eot=eot))
+            defense=dict(name=defense, diffusion=diffusion, t_star=t_star, dt=dt),
+            attack=dict(name=attack, eps=eps, norm=norm, steps=steps, step_size=step_size,
+                        eot=eot)))
     except ValidationError as err:
-        raise typer.BadParameter(str(err)) from None
+        raise typer.BadParameter(config_errors(err)) from None
     result = run_evaluation(cfg)
     write_run(result, out)
     typer.echo(results_table([result]))

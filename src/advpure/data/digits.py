@@ -1,6 +1,8 @@
 """scikit-learn's 1797 handwritten 8×8 digits, shipped inside the package: the embedded default."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 TEST_FRACTION = 0.2   # 359 test images, 1438 train images
@@ -14,12 +16,17 @@ def split_indices(n: int) -> dict[str, torch.Tensor]:
     return {"train": perm[n_test:].sort().values, "test": perm[:n_test].sort().values}
 
 
-def load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images N×1×8×8 in [0, 1] (grey levels 0..16 divided by 16) and int64 labels."""
+@lru_cache(maxsize=1)
+def _all_digits() -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(bunch.target, dtype=torch.long)
+    return images, torch.tensor(bunch.target, dtype=torch.long)
+
+
+def load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images N×1×8×8 in [0, 1] (grey levels 0..16 divided by 16) and int64 labels."""
+    images, labels = _all_digits()
     idx = split_indices(len(labels))[split]
-    return images[idx], labels[idx]
+    return images[idx], labels[idx]          # advanced indexing: fresh copies

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 
 class Frozen(BaseModel):
@@ -38,3 +38,13 @@ class EvalConfig(Frozen):
     attack: AttackConfig = AttackConfig()
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     batch_size: PositiveInt = 128
+
+
+def config_errors(err: ValidationError) -> str:
+    """One line per invalid field: 'defense.name: expected 'none' or 'diffpure', found 'magic''."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(part) for part in e["loc"])
+        expected = e["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+        lines.append(f"{where}: expected {expected}, found {e.get('input')!r}")
+    return "; ".join(lines)

@@ -123,7 +123,7 @@ class EvalResult:
 def run_evaluation(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Evaluate ``cfg`` on its fixed subset for every seed."""
     x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
-    x, y, indices = data.fixed_subset(x_all, y_all, min(cfg.n, len(y_all)), cfg.subset_seed)
+    x, y, indices = data.fixed_subset(x_all, y_all, cfg.n, cfg.subset_seed)
     classifier = load_classifier(cfg.classifier)
     purifier = build_purifier(cfg.defense)
     with tqdm(total=len(y) * len(cfg.seeds), desc=describe(cfg), disable=not progress) as bar:
