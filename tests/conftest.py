@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from advpure.diffusion.analytic import GaussianEps  # noqa: F401  (re-exported for tests)
 from advpure.models import SmallCNN, SmallUNet
 from advpure.training.common import init_weights
 
@@ -37,22 +38,3 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not present beside the checkout")
     return SHARED
-
-
-class GaussianEps(torch.nn.Module):
-    """The exact eps-model of Gaussian data N(mu, cov) under the VP schedule.
-
-    With cov = U diag(λ) Uᵀ, p_t = N(√ᾱ mu, U diag(ᾱλ + σ²) Uᵀ), so in the eigenbasis
-    score = −(z − √ᾱ U ᵀmu) / (ᾱλ + σ²) and eps = −σ · score.
-    """
-
-    def __init__(self, mu: torch.Tensor, cov: torch.Tensor, schedule):
-        super().__init__()
-        self.mu, self.schedule = mu, schedule
-        self.lam, self.U = torch.linalg.eigh(cov)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a = self.schedule.alpha_bar(t).to(x_t.dtype)[:, None]
-        z = (x_t - a.sqrt() * self.mu) @ self.U
-        score = -(z / (a * self.lam + 1.0 - a)) @ self.U.T
-        return -(1.0 - a).sqrt() * score

@@ -1,11 +1,18 @@
-"""The defended model that attacks see: [0, 1] images in, logits out."""
+"""The defended model that attacks see: [0, 1] images in, logits out, under a gradient mode."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ._checks import check_images
-from .diffusion import PerSampleNoise
+from ._checks import check_choice, check_images
+from .diffusion import SOLVER_GRADIENTS, PerSampleNoise
+
+GRADIENTS = SOLVER_GRADIENTS + ("bpda", "surrogate", "blind")
+
+
+def straight_through(value: torch.Tensor, gradient_path: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, the gradient of ``gradient_path`` in the backward pass."""
+    return value.detach() + (gradient_path - gradient_path.detach())
 
 
 class PurifiedClassifier(nn.Module):
@@ -14,19 +21,53 @@ class PurifiedClassifier(nn.Module):
     The noise comes from ``generator``: every call draws one seed per image from it, so a
     repeated call (an EOT loop, AutoAttack) sees new noise, the whole run is reproducible from
     the generator's seed, and each image's purification depends only on its own seed.
+
+    ``gradient`` says what the attacker differentiates (DESIGN.md §4). The logits are always
+    those of the real defense; only the backward pass changes:
+
+    - ``exact``: autograd through every solver step; ``checkpoint``: the same gradient,
+      recomputing each step in backward; ``adjoint``: torchsde's adjoint SDE (approximate);
+    - ``bpda``: identity through the purifier (Athalye et al. 2018), i.e. the classifier's
+      gradient at the purified image;
+    - ``surrogate``: backward through ``surrogate`` (a cheaper purifier, e.g. fewer steps, as
+      Lee & Kim 2023), forward through the real one;
+    - ``blind``: attack the classifier alone, purify only at evaluation: with gradients
+      enabled the model *is* the classifier (logits and gradient), under ``torch.no_grad``
+      (evaluation) it is the defense.
     """
 
     def __init__(self, purifier: nn.Module, classifier: nn.Module,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, gradient: str = "exact",
+                 surrogate: nn.Module | None = None):
         super().__init__()
+        check_choice(gradient, GRADIENTS, "gradient")
+        if (gradient == "surrogate") != (surrogate is not None):
+            raise ValueError("PurifiedClassifier: expected a surrogate purifier exactly when "
+                             f"gradient='surrogate', found gradient={gradient!r} and "
+                             f"surrogate={type(surrogate).__name__}")
         self.purifier = purifier        # x in [0, 1] -> purified x in [0, 1]
         self.classifier = classifier    # [0, 1] images -> logits
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.gradient = gradient        # what the backward pass differentiates
+        self.surrogate = surrogate      # the cheaper purifier of gradient='surrogate'
+
+    def _noise(self, x: torch.Tensor) -> PerSampleNoise:
+        return PerSampleNoise.spawn(self.generator, x.shape[0], x.device)
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
-        """Purify a batch with fresh per-sample noise from this defense's generator."""
+        """Purified images whose backward pass follows this defense's gradient mode."""
         check_images(x)
-        return self.purifier(x, PerSampleNoise.spawn(self.generator, x.shape[0], x.device))
+        if self.gradient in SOLVER_GRADIENTS:
+            return self.purifier(x, self._noise(x), gradient=self.gradient)
+        with torch.no_grad():                       # these modes never differentiate it
+            purified = self.purifier(x, self._noise(x))
+        if self.gradient == "bpda":
+            return straight_through(purified, x)
+        if self.gradient == "surrogate":
+            return straight_through(purified, self.surrogate(x, self._noise(x)))
+        return purified                             # blind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gradient == "blind" and torch.is_grad_enabled():
+            return self.classifier(check_images(x))
         return self.classifier(self.purify(x))

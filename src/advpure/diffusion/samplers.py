@@ -1,15 +1,29 @@
-"""Samplers as short free functions ``(model, x, schedule, *, noise, callback)`` (k-diffusion style)."""
+"""Samplers as short free functions ``(model, x, schedule, *, noise, gradient, callback)``.
+
+A sampler is a step function ``step(x, t, t_next, z) -> x_next`` on a time grid; ``run_steps``
+drives any step function under the solver-level gradient modes (DESIGN.md §4):
+
+- ``exact``: autograd through every step;
+- ``checkpoint``: each step is recomputed in backward from its saved input state and its saved
+  noise (``torch.utils.checkpoint``), so only the per-step states and noises are kept, and the
+  gradient is the ``exact`` one.
+
+``adjoint`` exists only for samplers with a continuous-time form (see ``adjoint.py``).
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from .model import EpsModel, score
 from .noise import NoiseSource
 from .schedule import VPSchedule
 
 Callback = Callable[[int, float, torch.Tensor], None]
+Step = Callable[[torch.Tensor, float, float, torch.Tensor], torch.Tensor]
+SOLVER_GRADIENTS = ("exact", "checkpoint", "adjoint")
 
 
 def time_grid(t_start: float, t_end: float, dt: float) -> torch.Tensor:
@@ -22,25 +36,50 @@ def time_grid(t_start: float, t_end: float, dt: float) -> torch.Tensor:
     return torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)
 
 
+def run_steps(step: Step, x: torch.Tensor, times: torch.Tensor, noise: NoiseSource, *,
+              gradient: str = "exact", callback: Callback | None = None) -> torch.Tensor:
+    """Apply ``step`` along ``times`` with one noise draw per step, under ``gradient``."""
+    if gradient not in ("exact", "checkpoint"):
+        raise ValueError(f"run_steps: expected gradient 'exact' or 'checkpoint', found {gradient!r}")
+    recompute = gradient == "checkpoint" and torch.is_grad_enabled()
+    for i in range(len(times) - 1):
+        t, t_next, z = float(times[i]), float(times[i + 1]), noise.randn_like(x)
+        if recompute:
+            x = checkpoint(step, x, t, t_next, z, use_reentrant=False)
+        else:
+            x = step(x, t, t_next, z)
+        if callback is not None:
+            callback(i, t_next, x)
+    return x
+
+
+def reverse_sde_step(model: EpsModel, schedule: VPSchedule) -> Step:
+    """One Euler–Maruyama step of the reverse VP-SDE (DiffPure Eqs. 4–5) from t to t_next < t.
+
+    dx = [−½β(t)x − β(t)∇log p_t(x)] dt + √β(t) dw̄, run backwards with h = t − t_next:
+
+        x ← x + β(t) (½ x + s_θ(x, t)) h + √(β(t) h) z
+    """
+    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor) -> torch.Tensor:
+        h, beta = t - t_next, float(schedule.beta(t))
+        t_vec = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
+        drift = beta * (0.5 * x + score(model, x, t_vec, schedule))    # −f_rev of Eq. 5
+        return x + drift * h + (beta * h) ** 0.5 * z                   # Euler–Maruyama
+    return step
+
+
 def reverse_sde(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *, t_start: float,
-                t_end: float = 0.0, dt: float, noise: NoiseSource,
+                t_end: float = 0.0, dt: float, noise: NoiseSource, gradient: str = "exact",
                 callback: Callback | None = None) -> torch.Tensor:
-    """Euler–Maruyama for the reverse VP-SDE from t_start down to t_end (DiffPure Eqs. 4–5).
-
-    The reverse SDE dx = [−½β(t)x − β(t)∇log p_t(x)] dt + √β(t) dw̄ run backwards in time gives,
-    per step of size h from t to t − h,
-
-        x ← x + β(t) (½ x + s_θ(x, t)) h + √(β(t) h) z,    z = noise.randn_like(x).
+    """Integrate the reverse VP-SDE from t_start to t_end with step ≈ dt (DiffPure Eq. 4).
 
     Noise is added at every step, the last one included, as DiffPure's sdeint does.
+    ``gradient='adjoint'`` solves with torchsde's ``sdeint_adjoint`` instead (approximate).
     """
-    times = time_grid(t_start, t_end, dt)
-    for i in range(len(times) - 1):
-        t, h = float(times[i]), float(times[i] - times[i + 1])
-        t_vec = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
-        beta = float(schedule.beta(t))
-        drift = beta * (0.5 * x + score(model, x, t_vec, schedule))     # −f_rev of Eq. 5
-        x = x + drift * h + (beta * h) ** 0.5 * noise.randn_like(x)      # Euler–Maruyama step
-        if callback is not None:
-            callback(i, float(times[i + 1]), x)
-    return x
+    if gradient == "adjoint":
+        from .adjoint import reverse_sde_adjoint
+
+        return reverse_sde_adjoint(model, x, schedule, t_start=t_start, t_end=t_end, dt=dt,
+                                   noise=noise)
+    return run_steps(reverse_sde_step(model, schedule), x, time_grid(t_start, t_end, dt), noise,
+                     gradient=gradient, callback=callback)

@@ -29,15 +29,19 @@ class DiffPure(nn.Module):
         self.dt = check_positive(dt, "DiffPure dt")     # Euler–Maruyama step (paper: 1e-3)
         self.schedule = schedule or VPSchedule()        # β_min = 0.1, β_max = 20
 
-    def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator) -> torch.Tensor:
-        """Purify ``x`` (N×C×H×W in [0, 1]); ``noise`` is a generator or a per-sample source."""
+    def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
+                gradient: str = "exact") -> torch.Tensor:
+        """Purify ``x`` (N×C×H×W in [0, 1]); ``noise`` is a generator or a per-sample source.
+
+        ``gradient`` is the solver-level gradient mode: exact | checkpoint | adjoint.
+        """
         check_images(x)
         noise = as_noise_source(noise, x)
         x_centered = 2.0 * x - 1.0
         t = torch.full((x.shape[0],), self.t_star, device=x.device, dtype=x.dtype)
         x_t = add_noise(x_centered, t, noise.randn_like(x_centered), self.schedule)
         x_0 = reverse_sde(self.model, x_t, self.schedule, t_start=self.t_star, dt=self.dt,
-                          noise=noise)
+                          noise=noise, gradient=gradient)
         return ((x_0 + 1.0) / 2.0).clamp(0.0, 1.0)
 
     def extra_repr(self) -> str:
