@@ -11,6 +11,9 @@ app = typer.Typer(help="Diffusion-based adversarial purification and its adaptiv
                   no_args_is_help=True, pretty_exceptions_enable=False)
 train_app = typer.Typer(help="Train the embedded default's models.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+bench_app = typer.Typer(help="Benchmarks and numerical checks: print and save their figures.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 
 def _command_line() -> str:
@@ -91,6 +94,9 @@ def evaluate(
     diffusion: str = typer.Option("builtin:digits-unet", help="eps-model spec (diffpure)"),
     t_star: float = typer.Option(0.1, help="DiffPure diffusion time t*"),
     dt: float = typer.Option(1e-3, help="reverse-SDE step (paper: 1e-3)"),
+    gradient: str = typer.Option(
+        "exact", help="exact | checkpoint | adjoint | bpda | surrogate | blind"),
+    surrogate_dt: float = typer.Option(None, help="reverse-SDE step of the surrogate"),
     attack: str = typer.Option("none", help="none | pgd"),
     eps: float = typer.Option(8 / 255, help="perturbation budget"),
     norm: str = typer.Option("linf", help="linf | l2"),
@@ -110,7 +116,8 @@ def evaluate(
         cfg = EvalConfig.model_validate(dict(
             dataset=dataset, data_root=data_root, n=n, subset_seed=subset_seed,
             classifier=classifier, seeds=_parse_seeds(seeds), batch_size=batch_size,
-            defense=dict(name=defense, diffusion=diffusion, t_star=t_star, dt=dt),
+            defense=dict(name=defense, diffusion=diffusion, t_star=t_star, dt=dt,
+                         gradient=gradient, surrogate_dt=surrogate_dt),
             attack=dict(name=attack, eps=eps, norm=norm, steps=steps, step_size=step_size,
                         eot=eot)))
     except ValidationError as err:
@@ -135,6 +142,49 @@ def demo(
     report = run_demo(out, DemoSettings(n=n, steps=steps, eot=eot, dt=dt))
     typer.echo(report)
     typer.echo(f"wrote {out / 'report.md'}")
+
+
+def _parse_list(text: str, kind: type) -> tuple:
+    try:
+        return tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected a comma-separated list, found {text!r}") from None
+
+
+@bench_app.command("gradients")
+def bench_gradients(
+    out: Path = typer.Option(Path("bench/gradients"), help="directory for the table and plot"),
+    workloads: str = typer.Option("digits,unet32", help="digits (batch 64) and/or unet32 (batch 4)"),
+    steps: str = typer.Option("10,20,50,100,200", help="numbers of reverse steps N"),
+    modes: str = typer.Option("exact,checkpoint,adjoint", help="gradient modes"),
+    cap_gb: float = typer.Option(16.0, help="memory cap: above it a mode is 'out of memory'"),
+    repeats: int = typer.Option(2, help="timed runs per configuration (after one untimed)"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+) -> None:
+    """Time and peak memory of exact, checkpoint and adjoint gradients against N."""
+    from .benchmarks import gradients
+
+    names = _parse_list(workloads, str)
+    unknown = [w for w in names if w not in gradients.WORKLOADS]
+    if unknown:
+        raise typer.BadParameter(f"expected workloads among {', '.join(gradients.WORKLOADS)}, "
+                                 f"found {', '.join(unknown)}")
+    report = gradients.run(out, names, _parse_list(steps, int), _parse_list(modes, str),
+                           cap_gb, repeats, device)
+    typer.echo(report)
+    typer.echo(f"wrote {out}/gradients.md, gradients.json, gradients.png")
+
+
+@bench_app.command("analytic")
+def bench_analytic(
+    out: Path = typer.Option(Path("bench/analytic"), help="directory for the table and plot"),
+    t_star: float = typer.Option(0.1, help="diffusion time t*"),
+) -> None:
+    """DiffPure App. B.5: gradient error against Eq. 31 for each mode and step size."""
+    from .benchmarks import analytic
+
+    typer.echo(analytic.run(out, t_star))
+    typer.echo(f"wrote {out}/analytic.md, analytic.json, analytic.png")
 
 
 def main() -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError,
+                      model_validator
 
 
 class Frozen(BaseModel):
@@ -15,6 +16,15 @@ class DefenseConfig(Frozen):
     diffusion: str = "builtin:digits-unet"      # eps-model spec
     t_star: float = Field(0.1, gt=0.0, le=1.0)  # DiffPure diffusion time
     dt: PositiveFloat = 1e-3                    # reverse-SDE step (paper: 1e-3)
+    gradient: Literal["exact", "checkpoint", "adjoint", "bpda", "surrogate", "blind"] = "exact"
+    surrogate_dt: PositiveFloat | None = None   # step of the cheaper purification (surrogate)
+
+    @model_validator(mode="after")
+    def _surrogate_needs_its_step(self) -> DefenseConfig:
+        if (self.gradient == "surrogate") != (self.surrogate_dt is not None):
+            raise ValueError("expected surrogate_dt exactly when gradient is 'surrogate', found "
+                             f"gradient={self.gradient!r}, surrogate_dt={self.surrogate_dt}")
+        return self
 
 
 class AttackConfig(Frozen):

@@ -17,19 +17,32 @@ from ..purifiers import DiffPure
 from .config import AttackConfig, DefenseConfig, EvalConfig
 
 
-def build_purifier(cfg: DefenseConfig) -> nn.Module | None:
-    """The configured purifier, or None for the undefended classifier."""
+def build_purifier(cfg: DefenseConfig, dt: float | None = None) -> nn.Module | None:
+    """The configured purifier (with step ``dt`` if given), or None for no defense."""
     if cfg.name == "none":
         return None
-    return DiffPure(load_diffusion(cfg.diffusion), t_star=cfg.t_star, dt=cfg.dt)
+    return DiffPure(load_diffusion(cfg.diffusion), t_star=cfg.t_star, dt=dt or cfg.dt)
 
 
-def defended(purifier: nn.Module | None, classifier: nn.Module,
-             generator: torch.Generator) -> nn.Module:
-    """The model attacks see: the bare classifier, or PurifiedClassifier(purifier, classifier)."""
-    if purifier is None:
-        return classifier
-    return PurifiedClassifier(purifier, classifier, generator=generator)
+@dataclass
+class Defense:
+    """What an evaluation defends with: the purifier, its gradient mode, the surrogate."""
+
+    config: DefenseConfig
+    purifier: nn.Module | None
+    surrogate: nn.Module | None
+
+    @classmethod
+    def build(cls, cfg: DefenseConfig) -> Defense:
+        surrogate = build_purifier(cfg, cfg.surrogate_dt) if cfg.surrogate_dt else None
+        return cls(cfg, build_purifier(cfg), surrogate)
+
+    def model(self, classifier: nn.Module, generator: torch.Generator) -> nn.Module:
+        """The model attacks see: the bare classifier, or a PurifiedClassifier."""
+        if self.purifier is None:
+            return classifier
+        return PurifiedClassifier(self.purifier, classifier, generator=generator,
+                                  gradient=self.config.gradient, surrogate=self.surrogate)
 
 
 def attack_batch(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -70,7 +83,7 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).argmax(1)
 
 
-def evaluate_seed(cfg: EvalConfig, purifier: nn.Module | None, classifier: nn.Module,
+def evaluate_seed(cfg: EvalConfig, defense: Defense, classifier: nn.Module,
                   x: torch.Tensor, y: torch.Tensor, seed: int,
                   bar: tqdm | None = None) -> SeedResult:
     """Standard accuracy on clean inputs and robust accuracy on the attack's outputs."""
@@ -78,7 +91,7 @@ def evaluate_seed(cfg: EvalConfig, purifier: nn.Module | None, classifier: nn.Mo
     for start in range(0, len(y), cfg.batch_size):
         xb, yb = x[start:start + cfg.batch_size], y[start:start + cfg.batch_size]
         defense_gen, attack_gen = batch_generators(seed, start)
-        model = defended(purifier, classifier, defense_gen)
+        model = defense.model(classifier, defense_gen)
         result.clean_correct += (predict(model, xb) == yb).tolist()
         x_adv = attack_batch(cfg.attack, model, xb, yb, attack_gen)
         result.adv_correct += (predict(model, x_adv) == yb).tolist()
@@ -125,9 +138,9 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
     x, y, indices = data.fixed_subset(x_all, y_all, cfg.n, cfg.subset_seed)
     classifier = load_classifier(cfg.classifier)
-    purifier = build_purifier(cfg.defense)
+    defense = Defense.build(cfg.defense)
     with tqdm(total=len(y) * len(cfg.seeds), desc=describe(cfg), disable=not progress) as bar:
-        per_seed = [evaluate_seed(cfg, purifier, classifier, x, y, s, bar) for s in cfg.seeds]
+        per_seed = [evaluate_seed(cfg, defense, classifier, x, y, s, bar) for s in cfg.seeds]
     return EvalResult(cfg, per_seed, indices.tolist())
 
 
@@ -135,6 +148,8 @@ def describe(cfg: EvalConfig) -> str:
     """A short human label such as 'diffpure(t*=0.1) vs pgd-linf(0.2, 20 steps, EOT 4)'."""
     d, a = cfg.defense, cfg.attack
     defense = "none" if d.name == "none" else f"diffpure(t*={d.t_star:g}, dt={d.dt:g})"
+    if d.name != "none" and d.gradient != "exact":
+        defense += f" [{d.gradient} gradient]"
     attack = "none" if a.name == "none" else (
         f"pgd-{a.norm}(eps={a.eps:.3g}, {a.steps} steps, EOT {a.eot})")
     return f"{defense} vs {attack}"

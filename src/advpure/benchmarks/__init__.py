@@ -1,0 +1,1 @@
+"""What ``advpure bench`` runs: measurements that print and save their figures, never assert."""

@@ -1,0 +1,250 @@
+"""Time and peak memory of the solver gradient modes against the number of reverse steps.
+
+Each configuration runs in its own process so that its peak memory is its own. The parent
+watches the child's resident memory and stops it at the cap, reporting "out of memory"; a mode
+that ran out at N steps is not run for larger N. Memory is the peak above the memory in use just
+before the gradient (CPU: resident set; CUDA: ``max_memory_allocated``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+MODES = ("exact", "checkpoint", "adjoint")
+STEPS = (10, 20, 50, 100, 200)
+T_STAR = 0.1
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    batch: int
+    shape: tuple[int, int, int]
+    what: str
+
+
+WORKLOADS = {
+    "digits": Workload("digits", 64, (1, 8, 8), "builtin:digits-unet (0.57 M parameters)"),
+    "unet32": Workload("unet32", 4, (3, 32, 32), "SmallUNet 3×32×32, base 64, mults 1-2-2-2"),
+}
+
+
+def build_model(workload: Workload, device: str):
+    from ..models import SmallUNet, load_diffusion
+    from ..training.common import init_weights
+
+    if workload.name == "digits":
+        return load_diffusion("builtin:digits-unet").to(device)
+    model = init_weights(SmallUNet(in_channels=3, base=64, mults=(1, 2, 2, 2)),
+                         torch.Generator().manual_seed(0))
+    return model.eval().requires_grad_(False).to(device)
+
+
+def current_memory(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.memory_allocated()
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def worker(spec: dict) -> dict:
+    """Measure one (workload, mode, steps) configuration in this process."""
+    from ..purifiers import DiffPure
+
+    device, workload = spec["device"], WORKLOADS[spec["workload"]]
+    torch.set_num_threads(spec["threads"])
+    model = build_model(workload, device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(workload.batch, *workload.shape, generator=g).to(device)
+    weights = torch.randn(x.shape, generator=g).to(device)
+
+    if spec["mode"] == "bare":          # one network forward+backward on the same batch
+        def run_once():
+            xi = (2 * x - 1).requires_grad_(True)
+            t = torch.full((len(x),), T_STAR, device=device)
+            torch.autograd.grad((model(xi, t) * weights).sum(), xi)
+    else:
+        purifier = DiffPure(model, t_star=T_STAR, dt=T_STAR / spec["steps"])
+
+        def run_once():
+            xi = x.clone().requires_grad_(True)
+            out = purifier(xi, torch.Generator().manual_seed(1), gradient=spec["mode"])
+            torch.autograd.grad((out * weights).sum(), xi)
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    before = current_memory(device)
+    sync(device)
+    start = time.perf_counter()
+    run_once()
+    sync(device)
+    first = time.perf_counter() - start
+    peak = max(0, peak_memory(device) - before)
+    times = [first]
+    for _ in range(spec["repeats"]):
+        sync(device)
+        start = time.perf_counter()
+        run_once()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    timed = times[1:] or times
+    return {**spec, "seconds": statistics.median(timed), "peak_bytes": peak}
+
+
+def rss_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_isolated(spec: dict, cap_bytes: int) -> dict:
+    """Run ``worker(spec)`` in a child process, stopping it if its memory passes the cap."""
+    cmd = [sys.executable, "-m", "advpure.benchmarks.gradients", json.dumps(spec)]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while child.poll() is None:
+        if not spec["device"].startswith("cuda") and rss_of(child.pid) > cap_bytes:
+            child.kill()
+            child.wait()
+            return {**spec, "oom": True}
+        time.sleep(0.05)
+    out, err = child.communicate()
+    if child.returncode != 0:
+        if "out of memory" in err.lower():
+            return {**spec, "oom": True}
+        raise RuntimeError(f"benchmark worker failed for {spec}:\n{err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def sweep(workloads, steps, modes, cap_bytes: int, repeats: int, device: str,
+          threads: int) -> list[dict]:
+    """Every (workload, mode, steps) in its own process, plus the bare network pass."""
+    from tqdm.auto import tqdm
+
+    configs = [(w, m, n) for w in workloads for m in modes for n in steps]
+    rows, out_of_memory = [], set()
+    base = {"device": device, "threads": threads, "repeats": repeats}
+    for w in workloads:
+        rows.append(run_isolated({**base, "workload": w, "mode": "bare", "steps": 1}, cap_bytes))
+    for w, m, n in tqdm(configs, desc="bench gradients"):
+        spec = {**base, "workload": w, "mode": m, "steps": n}
+        if (w, m) in out_of_memory:
+            rows.append({**spec, "oom": True, "skipped": True})
+            continue
+        rows.append(run_isolated(spec, cap_bytes))
+        if rows[-1].get("oom"):
+            out_of_memory.add((w, m))
+    return rows
+
+
+def find(rows, workload, mode, steps=None):
+    for r in rows:
+        if r["workload"] == workload and r["mode"] == mode and (steps is None or r["steps"] == steps):
+            return r
+    return None
+
+
+def cell(row) -> str:
+    if row is None:
+        return "–"
+    if row.get("oom"):
+        return "out of memory" + (" (not run)" if row.get("skipped") else "")
+    return f"{row['seconds']:.3g} s, {row['peak_bytes'] / 2**20:.0f} MiB"
+
+
+def ratio(a, b) -> str:
+    if a is None or b is None or a.get("oom") or b.get("oom"):
+        return "–"
+    return f"{a['seconds'] / b['seconds']:.2f}"
+
+
+def format_table(rows: list[dict], steps, modes) -> str:
+    lines = []
+    for w in dict.fromkeys(r["workload"] for r in rows):
+        bare = find(rows, w, "bare")
+        lines += [f"### {w}: {WORKLOADS[w].what}, batch {WORKLOADS[w].batch}, "
+                  f"one network forward+backward {bare['seconds'] * 1e3:.1f} ms", "",
+                  "| N | " + " | ".join(modes) + " | checkpoint/exact time | "
+                  "checkpoint / (N × bare) time |",
+                  "|---|" + "---|" * (len(modes) + 2)]
+        for n in steps:
+            ck, ex = find(rows, w, "checkpoint", n), find(rows, w, "exact", n)
+            per_bare = "–" if ck is None or ck.get("oom") else (
+                f"{ck['seconds'] / (n * bare['seconds']):.2f}")
+            lines.append(f"| {n} | " + " | ".join(cell(find(rows, w, m, n)) for m in modes)
+                         + f" | {ratio(ck, ex)} | {per_bare} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], modes, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    fig, axes = plt.subplots(2, len(workloads), figsize=(5 * len(workloads), 7), squeeze=False)
+    for c, w in enumerate(workloads):
+        for m in modes:
+            ok = [r for r in rows if r["workload"] == w and r["mode"] == m and not r.get("oom")]
+            axes[0, c].plot([r["steps"] for r in ok], [r["seconds"] for r in ok], "o-", label=m)
+            axes[1, c].plot([r["steps"] for r in ok], [r["peak_bytes"] / 2**20 for r in ok],
+                            "o-", label=m)
+        axes[0, c].set_title(f"{w}, batch {WORKLOADS[w].batch}", fontsize=9)
+        axes[0, c].set_ylabel("seconds per gradient")
+        axes[1, c].set_ylabel("peak memory (MiB)")
+        for ax in axes[:, c]:
+            ax.set_xlabel("reverse steps N")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run(out_dir: Path, workloads=tuple(WORKLOADS), steps=STEPS, modes=MODES, cap_gb: float = 16.0,
+        repeats: int = 2, device: str = "cpu", threads: int | None = None) -> str:
+    threads = threads or torch.get_num_threads()
+    rows = sweep(workloads, steps, modes, int(cap_gb * 2**30), repeats, device, threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = format_table(rows, steps, modes)
+    header = (f"# Gradient modes: time and peak memory\n\ndevice {device}, {threads} threads, "
+              f"t* = {T_STAR}, dt = t*/N, memory cap {cap_gb:g} GiB, median of {repeats} "
+              "timed runs after one untimed run\n\n")
+    (out_dir / "gradients.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out_dir / "gradients.md").write_text(header + table)
+    plot(rows, modes, out_dir / "gradients.png")
+    return header + table
+
+
+def main() -> None:
+    print(json.dumps(worker(json.loads(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()
