@@ -56,3 +56,16 @@ def test_demo_runs_and_shows_diffpure_helping(tmp_path):
     assert undefended["robust_accuracy"]["mean"] < 0.10
     assert diffpure["robust_accuracy"]["mean"] >= undefended["robust_accuracy"]["mean"] + 0.20
     assert "Reduced settings" in report
+
+
+def test_evaluate_takes_a_gradient_mode_and_checks_the_surrogate_step(tmp_path):
+    args = ["evaluate", "--out", str(tmp_path), "--n", "4", "--defense", "diffpure", "--dt", "0.05",
+            "--attack", "pgd", "--steps", "1"]
+    missing = CliRunner().invoke(app, args + ["--gradient", "surrogate"])
+    assert missing.exit_code != 0
+    assert "expected surrogate_dt exactly when gradient is 'surrogate'" in " ".join(
+        missing.output.replace("│", " ").split())
+    result = CliRunner().invoke(app, args + ["--gradient", "surrogate", "--surrogate-dt", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "[surrogate gradient]" in result.output
+    assert json.loads((tmp_path / "config.json").read_text())["defense"]["surrogate_dt"] == 0.1

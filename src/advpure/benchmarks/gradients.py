@@ -3,7 +3,9 @@
 Each configuration runs in its own process so that its peak memory is its own. The parent
 watches the child's resident memory and stops it at the cap, reporting "out of memory"; a mode
 that ran out at N steps is not run for larger N. Memory is the peak above the memory in use just
-before the gradient (CPU: resident set; CUDA: ``max_memory_allocated``).
+before the gradient (CPU: the resident set sampled every millisecond; CUDA:
+``max_memory_allocated``), taken on a run after the timed ones. Time is the median of
+``repeats`` runs after one warm-up run.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,11 +58,44 @@ def current_memory(device: str) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_memory(device: str) -> int:
+def release_freed_memory(device: str) -> None:
+    """CPU: make glibc hand large freed buffers back at once (a fixed 64 KiB mmap threshold)
+    and trim what it holds, so that the resident set follows the memory in use."""
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated()
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 65536)      # M_MMAP_THRESHOLD
+    libc.malloc_trim(0)
+
+
+class PeakSampler:
+    """Peak of ``current_memory`` while the block runs (CPU: a thread samples every ~1 ms)."""
+
+    def __init__(self, device: str):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def __enter__(self) -> PeakSampler:
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, current_memory(self.device))
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.startswith("cuda"):
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, current_memory(self.device))
 
 
 def sync(device: str) -> None:
@@ -91,24 +127,21 @@ def worker(spec: dict) -> dict:
             out = purifier(xi, torch.Generator().manual_seed(1), gradient=spec["mode"])
             torch.autograd.grad((out * weights).sum(), xi)
 
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    before = current_memory(device)
-    sync(device)
-    start = time.perf_counter()
-    run_once()
-    sync(device)
-    first = time.perf_counter() - start
-    peak = max(0, peak_memory(device) - before)
-    times = [first]
+    run_once()                                   # warm-up: lazy initialisations
+    times = []
     for _ in range(spec["repeats"]):
         sync(device)
         start = time.perf_counter()
         run_once()
         sync(device)
         times.append(time.perf_counter() - start)
-    timed = times[1:] or times
-    return {**spec, "seconds": statistics.median(timed), "peak_bytes": peak}
+    release_freed_memory(device)
+    before = current_memory(device)
+    with PeakSampler(device) as sampler:
+        run_once()
+        sync(device)
+    return {**spec, "seconds": statistics.median(times),
+            "peak_bytes": max(0, sampler.peak - before)}
 
 
 def rss_of(pid: int) -> int:
@@ -186,14 +219,16 @@ def format_table(rows: list[dict], steps, modes) -> str:
     lines = []
     for w in dict.fromkeys(r["workload"] for r in rows):
         bare = find(rows, w, "bare")
+        bare = None if bare.get("oom") else bare
+        bare_text = f"{bare['seconds'] * 1e3:.1f} ms" if bare else "out of memory"
         lines += [f"### {w}: {WORKLOADS[w].what}, batch {WORKLOADS[w].batch}, "
-                  f"one network forward+backward {bare['seconds'] * 1e3:.1f} ms", "",
+                  f"one network forward+backward {bare_text}", "",
                   "| N | " + " | ".join(modes) + " | checkpoint/exact time | "
                   "checkpoint / (N × bare) time |",
                   "|---|" + "---|" * (len(modes) + 2)]
         for n in steps:
             ck, ex = find(rows, w, "checkpoint", n), find(rows, w, "exact", n)
-            per_bare = "–" if ck is None or ck.get("oom") else (
+            per_bare = "–" if ck is None or ck.get("oom") or bare is None else (
                 f"{ck['seconds'] / (n * bare['seconds']):.2f}")
             lines.append(f"| {n} | " + " | ".join(cell(find(rows, w, m, n)) for m in modes)
                          + f" | {ratio(ck, ex)} | {per_bare} |")
@@ -235,7 +270,7 @@ def run(out_dir: Path, workloads=tuple(WORKLOADS), steps=STEPS, modes=MODES, cap
     table = format_table(rows, steps, modes)
     header = (f"# Gradient modes: time and peak memory\n\ndevice {device}, {threads} threads, "
               f"t* = {T_STAR}, dt = t*/N, memory cap {cap_gb:g} GiB, median of {repeats} "
-              "timed runs after one untimed run\n\n")
+              "timed runs after a warm-up; memory from one more run\n\n")
     (out_dir / "gradients.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out_dir / "gradients.md").write_text(header + table)
     plot(rows, modes, out_dir / "gradients.png")

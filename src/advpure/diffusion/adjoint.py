@@ -3,8 +3,8 @@
 Kept for comparability with DiffPure's published numbers. Its gradient is *approximate*: the
 augmented (adjoint) SDE is solved backwards on its own grid, so it matches the true gradient
 only as dt → 0 (DiffPure App. B.5; ``advpure bench analytic`` measures the error).
-The Brownian motion is one seeded ``BrownianInterval`` per sample, so a purified image depends
-only on its own seed, whatever the batch.
+The Brownian motion is built from the noise source on the solver grid (``GridBrownian``), so a
+purified image depends only on its own noise, whatever the batch.
 """
 from __future__ import annotations
 
@@ -19,25 +19,49 @@ from .schedule import VPSchedule
 T_EPS = 1e-5   # DiffPure's epsilon_dt1: the end time of the torchsde solve
 
 
-class PerSampleBrownian(torchsde.BaseBrownian):
-    """A batch of independent Brownian motions: one ``BrownianInterval`` per sample and seed."""
+class GridBrownian(torchsde.BaseBrownian):
+    """Brownian paths known on a fixed grid s_0 < … < s_n, built from the sampler's own noise.
 
-    def __init__(self, t0: float, t1: float, seeds: list[int], size: int,
-                 dtype: torch.dtype, device: torch.device):
-        self.members = [torchsde.BrownianInterval(t0=t0, t1=t1, size=(1, size), dtype=dtype,
-                                                  device=device, entropy=s) for s in seeds]
-        self._shape, self._dtype, self._device = (len(seeds), size), dtype, device
+    W(s_k) = Σ_{j<k} √h z_j with z_j = noise.randn_like(x), one draw per step exactly as the
+    other solvers draw it, so each sample's path depends only on its own noise source. torchsde's
+    fixed-step Euler solve, forward and adjoint (which asks for bm(−tb, −ta) of the reversed
+    motion), only asks for increments between grid points.
+    """
+
+    def __init__(self, grid: torch.Tensor, path: torch.Tensor):
+        self.grid, self.path = grid, path            # [n + 1] times, [n + 1, N, d] values
+
+    def _at(self, t) -> torch.Tensor:
+        t = float(t)
+        k = int(torch.searchsorted(self.grid, torch.tensor(t, dtype=self.grid.dtype)).clamp(
+            1, len(self.grid) - 1))
+        k = k if abs(float(self.grid[k]) - t) < abs(float(self.grid[k - 1]) - t) else k - 1
+        spacing = float(self.grid[1] - self.grid[0])
+        if abs(float(self.grid[k]) - t) > 1e-6 * spacing:
+            raise ValueError(f"GridBrownian: expected a query on the solver grid, found t={t}")
+        return self.path[k]
 
     def __call__(self, ta, tb=None, return_U=False, return_A=False):
-        return torch.cat([m(ta, tb, return_U, return_A) for m in self.members])
+        if return_U or return_A:
+            raise ValueError("GridBrownian: expected no Lévy area queries (Euler needs none)")
+        return self._at(ta) if tb is None else self._at(tb) - self._at(ta)
 
     def __repr__(self) -> str:
-        return f"PerSampleBrownian(batch={self._shape[0]}, size={self._shape[1]})"
+        return f"GridBrownian(steps={len(self.grid) - 1}, shape={tuple(self.path.shape[1:])})"
 
-    dtype = property(lambda self: self._dtype)
-    device = property(lambda self: self._device)
-    shape = property(lambda self: self._shape)
+    dtype = property(lambda self: self.path.dtype)
+    device = property(lambda self: self.path.device)
+    shape = property(lambda self: tuple(self.path.shape[1:]))
     levy_area_approximation = property(lambda self: "none")
+
+    @classmethod
+    def draw(cls, noise: NoiseSource, x: torch.Tensor, span: float, steps: int) -> GridBrownian:
+        """Draw the n increments √h z_k from ``noise`` (shaped like x) and sum them up."""
+        h = span / steps
+        increments = [h ** 0.5 * noise.randn_like(x).flatten(1) for _ in range(steps)]
+        path = torch.cumsum(torch.stack([torch.zeros_like(increments[0])] + increments), dim=0)
+        grid = torch.linspace(0.0, span, steps + 1, dtype=torch.float64)
+        return cls(grid, path.detach())
 
 
 class ReverseVPSDE(torch.nn.Module):
@@ -64,38 +88,22 @@ class ReverseVPSDE(torch.nn.Module):
         return torch.full_like(y, float(self.schedule.beta(t)) ** 0.5)
 
 
-def per_sample_seeds(noise: NoiseSource, n: int) -> list[int]:
-    if not hasattr(noise, "draw_seeds"):
-        raise TypeError("adjoint: expected a noise source with per-sample generators "
-                        f"(PerSampleNoise or a torch.Generator), found {type(noise).__name__}")
-    seeds = noise.draw_seeds()
-    if len(seeds) != n:
-        raise ValueError(f"adjoint: expected {n} per-sample generators, found {len(seeds)}")
-    return seeds
-
-
 def reverse_sde_adjoint(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *,
-                        t_start: float, t_end: float, dt: float, noise: NoiseSource,
-                        adjoint: bool = True) -> torch.Tensor:
+                        t_start: float, t_end: float, dt: float,
+                        noise: NoiseSource) -> torch.Tensor:
     """x(t_end) from x(t_start) by Euler–Maruyama in torchsde, gradients by the adjoint SDE.
 
     Like DiffPure, the solve stops at t = T_EPS = 1e-5 rather than 0: the adjoint SDE evaluates
     the drift at the end time, where σ(0) = 0 would divide the score by zero.
-    ``adjoint=False`` backpropagates through torchsde's own solver steps instead (a reference
-    for tests: the same path, differentiated exactly).
     """
     span = t_start - max(t_end, T_EPS)
+    steps = max(1, round(span / dt))
     y0 = x.flatten(1)
-    bm = PerSampleBrownian(0.0, span, per_sample_seeds(noise, x.shape[0]), y0.shape[1],
-                           y0.dtype, y0.device)
+    bm = GridBrownian.draw(noise, x, span, steps)
     ts = torch.tensor([0.0, span], dtype=y0.dtype, device=y0.device)
     sde = ReverseVPSDE(model, schedule, x.shape, t_start)
-    # a hair above span/n, so that float accumulation cannot leave a vanishing (n+1)-th step,
-    # on which torchsde's BrownianInterval stalls
-    step = span / max(1, round(span / dt)) * (1.0 + 1e-9)
-    if adjoint:
-        ys = torchsde.sdeint_adjoint(sde, y0, ts, bm=bm, method="euler", adjoint_method="euler",
-                                     dt=step, adjoint_params=())
-    else:
-        ys = torchsde.sdeint(sde, y0, ts, bm=bm, method="euler", dt=step)
+    # a hair above span/n, so that float accumulation cannot leave a vanishing (n+1)-th step
+    step = span / steps * (1.0 + 1e-9)
+    ys = torchsde.sdeint_adjoint(sde, y0, ts, bm=bm, method="euler", adjoint_method="euler",
+                                 dt=step, adjoint_params=())
     return ys[-1].view(x.shape)

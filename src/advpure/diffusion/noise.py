@@ -43,11 +43,6 @@ class PerSampleNoise:
                               device=generator.device)
         return cls.from_seeds(seeds.tolist(), device=device)
 
-    def draw_seeds(self) -> list[int]:
-        """One integer per sample from its own generator (for seeded Brownian motions)."""
-        return [int(torch.randint(0, _SEED_HIGH, (1,), generator=g, device=g.device))
-                for g in self.generators]
-
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != len(self.generators):
             raise ValueError(f"PerSampleNoise: expected a batch of {len(self.generators)} "
