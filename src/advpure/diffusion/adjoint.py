@@ -37,7 +37,7 @@ class GridBrownian(torchsde.BaseBrownian):
             1, len(self.grid) - 1))
         k = k if abs(float(self.grid[k]) - t) < abs(float(self.grid[k - 1]) - t) else k - 1
         spacing = float(self.grid[1] - self.grid[0])
-        if abs(float(self.grid[k]) - t) > 1e-6 * spacing:
+        if abs(float(self.grid[k]) - t) > 1e-3 * spacing:      # float32 times drift a little
             raise ValueError(f"GridBrownian: expected a query on the solver grid, found t={t}")
         return self.path[k]
 
