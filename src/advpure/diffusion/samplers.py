@@ -4,9 +4,9 @@ A sampler is a step function ``step(x, t, t_next, z) -> x_next`` on a time grid;
 drives any step function under the solver-level gradient modes (DESIGN.md §4):
 
 - ``exact``: autograd through every step;
-- ``checkpoint``: each step is recomputed in backward from its saved input state and its saved
-  noise (``torch.utils.checkpoint``), so only the per-step states and noises are kept, and the
-  gradient is the ``exact`` one.
+- ``checkpoint``: each step runs without a graph and is recomputed in backward from its saved
+  input state and noise (``RecomputedStep``), so only the per-step states and noises are kept,
+  and the gradient is the ``exact`` one.
 
 ``adjoint`` exists only for samplers with a continuous-time form (see ``adjoint.py``).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from .model import EpsModel, score
 from .noise import NoiseSource
@@ -36,16 +35,43 @@ def time_grid(t_start: float, t_end: float, dt: float) -> torch.Tensor:
     return torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)
 
 
+class RecomputedStep(torch.autograd.Function):
+    """x_next = step(x, t, t_next, z), run without a graph; backward recomputes the step.
+
+    Saves only (x, z). The backward pass re-runs the step with gradients on and returns the
+    vector–Jacobian product w.r.t. the state x: the noise z is data, and the networks inside a
+    step are taken as fixed (weights are not differentiated in this mode). Unlike
+    ``torch.utils.checkpoint`` it records one graph node per step, so memory stays flat, and it
+    works under ``torch.autograd.grad``.
+    """
+
+    @staticmethod
+    def forward(ctx, step: Step, x: torch.Tensor, t: float, t_next: float,
+                z: torch.Tensor) -> torch.Tensor:
+        ctx.step, ctx.t, ctx.t_next = step, t, t_next
+        ctx.save_for_backward(x, z)
+        with torch.no_grad():
+            return step(x, t, t_next, z)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, z = ctx.saved_tensors
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad_x,) = torch.autograd.grad(ctx.step(x, ctx.t, ctx.t_next, z), x, grad_out)
+        return None, grad_x, None, None, None
+
+
 def run_steps(step: Step, x: torch.Tensor, times: torch.Tensor, noise: NoiseSource, *,
               gradient: str = "exact", callback: Callback | None = None) -> torch.Tensor:
     """Apply ``step`` along ``times`` with one noise draw per step, under ``gradient``."""
     if gradient not in ("exact", "checkpoint"):
         raise ValueError(f"run_steps: expected gradient 'exact' or 'checkpoint', found {gradient!r}")
-    recompute = gradient == "checkpoint" and torch.is_grad_enabled()
+    recompute = gradient == "checkpoint" and torch.is_grad_enabled() and x.requires_grad
     for i in range(len(times) - 1):
         t, t_next, z = float(times[i]), float(times[i + 1]), noise.randn_like(x)
         if recompute:
-            x = checkpoint(step, x, t, t_next, z, use_reentrant=False)
+            x = RecomputedStep.apply(step, x, t, t_next, z)
         else:
             x = step(x, t, t_next, z)
         if callback is not None:
