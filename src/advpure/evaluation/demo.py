@@ -54,17 +54,24 @@ def run_demo(out_dir: Path, settings: DemoSettings = DemoSettings(),
 
 
 def save_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path:
-    """Clean / adversarial / purified-adversarial rows for the first images of seed 0."""
+    """Clean / adversarial / purified-adversarial rows for the first images of seed 0, with the
+    true label above the clean images and the classifier's prediction above the purified ones."""
     from .. import data
+    from ..models import load_classifier
 
     cfg = result.config
     x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
-    clean = x_all[result.subset_indices[:n_images]]
+    index = result.subset_indices[:n_images]
+    clean, labels = x_all[index], y_all[index]
     x_adv = torch.cat(result.per_seed[0].x_adv)[:n_images]
     purifier = build_purifier(cfg.defense)
     with torch.no_grad():
         purified = purifier(x_adv, torch.Generator().manual_seed(0))
-    return save_image_grid({"clean": clean, "adversarial": x_adv, "purified": purified}, path)
+        predicted = load_classifier(cfg.classifier)(purified).argmax(1)
+    captions = {"clean": [f"label {int(v)}" for v in labels],
+                "purified": [f"pred. {int(v)}" for v in predicted]}
+    return save_image_grid({"clean": clean, "adversarial": x_adv, "purified": purified}, path,
+                           captions)
 
 
 def plot_sweep(settings: DemoSettings, undefended: EvalResult, sweep: list[EvalResult],

@@ -38,8 +38,10 @@ def write_run(result: EvalResult, out_dir: Path) -> Path:
     return out_dir
 
 
-def save_image_grid(rows: dict[str, torch.Tensor], path: Path) -> Path:
-    """One row of images per entry (e.g. clean / adversarial / purified), labelled on the left."""
+def save_image_grid(rows: dict[str, torch.Tensor], path: Path,
+                    captions: dict[str, list[str]] | None = None) -> Path:
+    """One row of images per entry (e.g. clean / adversarial / purified), labelled on the left;
+    ``captions[row]`` puts a short text above each image of that row."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -52,6 +54,8 @@ def save_image_grid(rows: dict[str, torch.Tensor], path: Path) -> Path:
             axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=1)
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
+            if captions and label in captions:
+                axes[r, c].set_title(captions[label][c], fontsize=8)
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
