@@ -1,4 +1,5 @@
 """Randomness is passed in: the same seed gives the same noise and purification, however split."""
+import pytest
 import torch
 
 from advpure import PurifiedClassifier
@@ -43,3 +44,27 @@ def test_purifier_never_turns_gradients_off(digits_batch):
     out = DiffPure(tiny_unet(), t_star=0.1, dt=0.05)(x, torch.Generator().manual_seed(0))
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert grad.abs().sum() > 0
+
+
+def test_fixed_noise_replays_its_draws_and_says_when_they_run_out():
+    from advpure.diffusion import FixedNoise
+
+    draws = [torch.randn(2, 3), torch.randn(2, 3)]
+    noise = FixedNoise(draws)
+    x = torch.zeros(2, 3)
+    assert torch.equal(noise.randn_like(x), draws[0]) and torch.equal(noise.randn_like(x), draws[1])
+    with pytest.raises(RuntimeError, match="all 2 pre-drawn tensors are used"):
+        noise.randn_like(x)
+    with pytest.raises(ValueError, match=r"expected \(3, 3\)"):
+        FixedNoise(draws).randn_like(torch.zeros(3, 3))
+
+
+def test_predict_x0_inverts_add_noise_given_the_true_noise():
+    from advpure.diffusion import VPSchedule, add_noise, predict_x0
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    t = torch.tensor([0.05, 0.2, 0.5, 0.9])
+    x_t = add_noise(x0, t, eps, VPSchedule())
+    torch.testing.assert_close(predict_x0(lambda x, t: eps, x_t, t, VPSchedule()), x0,
+                               atol=1e-4, rtol=1e-4)
