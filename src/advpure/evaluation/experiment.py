@@ -17,11 +17,11 @@ from ..purifiers import DiffPure
 from .config import AttackConfig, DefenseConfig, EvalConfig
 
 
-def build_purifier(cfg: DefenseConfig, dt: float | None = None) -> nn.Module | None:
-    """The configured purifier (with step ``dt`` if given), or None for no defense."""
+def build_purifier(cfg: DefenseConfig) -> nn.Module | None:
+    """The configured purifier, or None for no defense."""
     if cfg.name == "none":
         return None
-    return DiffPure(load_diffusion(cfg.diffusion), t_star=cfg.t_star, dt=dt or cfg.dt)
+    return DiffPure(load_diffusion(cfg.diffusion), t_star=cfg.t_star, dt=cfg.dt)
 
 
 @dataclass
@@ -34,8 +34,12 @@ class Defense:
 
     @classmethod
     def build(cls, cfg: DefenseConfig) -> Defense:
-        surrogate = build_purifier(cfg, cfg.surrogate_dt) if cfg.surrogate_dt else None
-        return cls(cfg, build_purifier(cfg), surrogate)
+        """The purifier, and for gradient='surrogate' the same one with step surrogate_dt."""
+        purifier = build_purifier(cfg)
+        surrogate = None
+        if purifier is not None and cfg.surrogate_dt is not None:
+            surrogate = DiffPure(purifier.model, t_star=cfg.t_star, dt=cfg.surrogate_dt)
+        return cls(cfg, purifier, surrogate)
 
     def model(self, classifier: nn.Module, generator: torch.Generator) -> nn.Module:
         """The model attacks see: the bare classifier, or a PurifiedClassifier."""
