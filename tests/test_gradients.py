@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from advpure import PurifiedClassifier
-from advpure.diffusion import PerSampleNoise, VPSchedule, reverse_sde
+from advpure.diffusion import PerSampleNoise, VPSchedule, probability_flow_ode, reverse_sde
 from advpure.diffusion.analytic import GaussianEps, discretised_gradient, posterior_gradient
 from advpure.purifiers import DiffPure
 from conftest import tiny_cnn, tiny_unet
@@ -14,8 +14,10 @@ from conftest import tiny_cnn, tiny_unet
 SAMPLERS = {
     "reverse_sde": lambda x, model, noise, gradient: reverse_sde(
         model, x, VPSchedule(), t_start=0.1, dt=0.025, noise=noise, gradient=gradient),
+    "probability_flow_ode": lambda x, model, noise, gradient: probability_flow_ode(
+        model, x, VPSchedule(), t_start=0.1, dt=0.025, noise=noise, gradient=gradient),
 }
-CONTINUOUS_TIME = {"reverse_sde"}      # samplers that have an adjoint
+CONTINUOUS_TIME = {"reverse_sde", "probability_flow_ode"}      # samplers that have an adjoint
 
 
 def sampler_gradient(sampler, gradient, x, weights):
@@ -118,6 +120,20 @@ def test_adjoint_error_against_eq31_falls_with_the_step(var0):
         exact = posterior_gradient(schedule, t_star, var0)
         errors.append(abs(float(grad) - exact) / exact)
     assert errors[1] < errors[0] / 3
+
+
+@pytest.mark.parametrize("gradient,dt,tolerance", [
+    ("exact", 1e-3, 1e-2), ("checkpoint", 1e-3, 1e-2), ("adjoint", 1e-3, 1e-2)])
+def test_ode_gradient_approaches_its_closed_form(gradient, dt, tolerance):
+    """The VP-ODE maps N(√ᾱμ0, v) to N(μ0, σ0²) affinely: ∂x(0)/∂x(t*) = √(σ0² / v(t*))."""
+    schedule, t_star, var0 = VPSchedule(), 0.1, 0.1
+    model = GaussianEps(torch.zeros(1, dtype=torch.float64),
+                        torch.full((1, 1), var0, dtype=torch.float64), schedule)
+    x = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    out = probability_flow_ode(model, x, schedule, t_start=t_star, dt=dt, gradient=gradient)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    a = float(schedule.alpha_bar(t_star))
+    assert float(grad) == pytest.approx((var0 / (a * var0 + 1 - a)) ** 0.5, rel=tolerance)
 
 
 def defense(gradient, seed=5, **kwargs):

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 import advpure
@@ -42,3 +43,13 @@ def test_unet_is_time_conditioned():
     model = SmallUNet(in_channels=1, base=8, mults=(1, 2))
     x = torch.randn(2, 1, 8, 8)
     assert not torch.allclose(model(x, torch.full((2,), 0.1)), model(x, torch.full((2,), 0.9)))
+
+
+def test_diffpure_runs_the_sampler_it_is_given(digits_batch):
+    x, _ = digits_batch
+    sde = advpure.purifiers.DiffPure(tiny_unet(), t_star=0.1, dt=0.025)
+    ode = advpure.purifiers.DiffPure(tiny_unet(), t_star=0.1, dt=0.025, sampler="ode")
+    a, b = sde(x, torch.Generator().manual_seed(0)), ode(x, torch.Generator().manual_seed(0))
+    assert a.shape == b.shape == x.shape and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="sampler: expected one of sde, ode, found 'ddim'"):
+        advpure.purifiers.DiffPure(tiny_unet(), sampler="ddim")

@@ -1,8 +1,8 @@
-"""The reverse VP-SDE with the analytic score of Gaussian data recovers the data distribution."""
+"""Every VP sampler with the analytic score of Gaussian data recovers the data distribution."""
 import pytest
 import torch
 
-from advpure.diffusion import PerSampleNoise, VPSchedule, add_noise, reverse_sde
+from advpure.diffusion import SAMPLERS, PerSampleNoise, VPSchedule, add_noise, reverse_sde
 from conftest import GaussianEps
 
 
@@ -22,9 +22,10 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("t_start", [0.3, 1.0])
-def test_reverse_sde_reproduces_gaussian_mean_and_covariance(case, t_start):
+def test_samplers_reproduce_gaussian_mean_and_covariance(sampler, case, t_start):
     mu, cov = (v.double() for v in CASES[case])
     schedule, n = VPSchedule(), 40000
     model = GaussianEps(mu, cov, schedule)
@@ -32,7 +33,7 @@ def test_reverse_sde_reproduces_gaussian_mean_and_covariance(case, t_start):
     data = mu + torch.randn(n, len(mu), generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
     x_t = add_noise(data, torch.full((n,), t_start, dtype=torch.float64),
                     torch.randn(data.shape, generator=g, dtype=torch.float64), schedule)
-    x0 = reverse_sde(model, x_t, schedule, t_start=t_start, dt=1e-3, noise=BatchNoise(2))
+    x0 = SAMPLERS[sampler](model, x_t, schedule, t_start=t_start, dt=1e-3, noise=BatchNoise(2))
     mean_tol = 4 * cov.diagonal().max().sqrt() / n ** 0.5 + 5e-3
     torch.testing.assert_close(x0.mean(0), mu, atol=float(mean_tol), rtol=0)
     torch.testing.assert_close(torch.cov(x0.T).reshape(cov.shape), cov, atol=0.01, rtol=0.05)

@@ -94,6 +94,7 @@ def evaluate(
     diffusion: str = typer.Option("builtin:digits-unet", help="eps-model spec (diffpure)"),
     t_star: float = typer.Option(0.1, help="DiffPure diffusion time t*"),
     dt: float = typer.Option(1e-3, help="reverse-SDE step (paper: 1e-3)"),
+    sampler: str = typer.Option("sde", help="sde (reverse VP-SDE) | ode (probability-flow VP-ODE)"),
     gradient: str = typer.Option(
         "exact", help="exact | checkpoint | adjoint | bpda | surrogate | blind"),
     surrogate_dt: float = typer.Option(None, help="reverse-SDE step of the surrogate"),
@@ -117,7 +118,7 @@ def evaluate(
             dataset=dataset, data_root=data_root, n=n, subset_seed=subset_seed,
             classifier=classifier, seeds=_parse_seeds(seeds), batch_size=batch_size,
             defense=dict(name=defense, diffusion=diffusion, t_star=t_star, dt=dt,
-                         gradient=gradient, surrogate_dt=surrogate_dt),
+                         sampler=sampler, gradient=gradient, surrogate_dt=surrogate_dt),
             attack=dict(name=attack, eps=eps, norm=norm, steps=steps, step_size=step_size,
                         eot=eot)))
     except ValidationError as err:

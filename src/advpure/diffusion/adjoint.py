@@ -67,30 +67,35 @@ class GridBrownian(torchsde.BaseBrownian):
 class ReverseVPSDE(torch.nn.Module):
     """The reverse VP-SDE in torchsde's forward time s = t_start − t, on flattened states.
 
-    drift f(s, y) = β(t)(½ y + s_θ(y, t)), diffusion g(s, y) = √β(t) (diagonal, Itô).
+    drift f(s, y) = β(t)(½ y + s_θ(y, t)), diffusion g(s, y) = √β(t) (diagonal, Itô);
+    with ``ode=True`` the probability-flow ODE: f = ½β(t)(y + s_θ(y, t)), g = 0 (Eq. 28).
     """
 
     noise_type = "diagonal"
     sde_type = "ito"
 
-    def __init__(self, model: EpsModel, schedule: VPSchedule, shape: torch.Size, t_start: float):
+    def __init__(self, model: EpsModel, schedule: VPSchedule, shape: torch.Size, t_start: float,
+                 ode: bool = False):
         super().__init__()
         self.model, self.schedule, self.shape, self.t_start = model, schedule, shape, t_start
+        self.score_weight = 0.5 if ode else 1.0    # the probability-flow ODE halves the score
+        self.ode = ode                             # and has no diffusion (Eq. 28)
 
     def f(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = y.view(self.shape)
         t = (self.t_start - s).to(y.dtype).expand(self.shape[0])
         beta = self.schedule.beta(t).to(y.dtype)[:, None]
-        return beta * (0.5 * y + score(self.model, x, t, self.schedule).flatten(1))
+        s_theta = score(self.model, x, t, self.schedule).flatten(1)
+        return beta * (0.5 * y + self.score_weight * s_theta)
 
     def g(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t = float(self.t_start - s)
-        return torch.full_like(y, float(self.schedule.beta(t)) ** 0.5)
+        return torch.full_like(y, 0.0 if self.ode else float(self.schedule.beta(t)) ** 0.5)
 
 
 def reverse_sde_adjoint(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *,
-                        t_start: float, t_end: float, dt: float,
-                        noise: NoiseSource) -> torch.Tensor:
+                        t_start: float, t_end: float, dt: float, noise: NoiseSource,
+                        ode: bool = False) -> torch.Tensor:
     """x(t_end) from x(t_start) by Euler–Maruyama in torchsde, gradients by the adjoint SDE.
 
     Like DiffPure, the solve stops at t = T_EPS = 1e-5 rather than 0: the adjoint SDE evaluates
@@ -101,7 +106,7 @@ def reverse_sde_adjoint(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, 
     y0 = x.flatten(1)
     bm = GridBrownian.draw(noise, x, span, steps)
     ts = torch.tensor([0.0, span], dtype=y0.dtype, device=y0.device)
-    sde = ReverseVPSDE(model, schedule, x.shape, t_start)
+    sde = ReverseVPSDE(model, schedule, x.shape, t_start, ode=ode)
     # a hair above span/n, so that float accumulation cannot leave a vanishing (n+1)-th step
     step = span / steps * (1.0 + 1e-9)
     ys = torchsde.sdeint_adjoint(sde, y0, ts, bm=bm, method="euler", adjoint_method="euler",

@@ -94,6 +94,45 @@ def reverse_sde_step(model: EpsModel, schedule: VPSchedule) -> Step:
     return step
 
 
+def probability_flow_step(model: EpsModel, schedule: VPSchedule) -> Step:
+    """One Euler step of the VP probability-flow ODE (DiffPure App. B.4, Eq. 28) from t to t_next.
+
+    dx = −½β(t)[x + ∇log p_t(x)] dt, run backwards with h = t − t_next:
+
+        x ← x + ½ β(t) (x + s_θ(x, t)) h        (deterministic: the noise z is ignored)
+    """
+    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor) -> torch.Tensor:
+        h, beta = t - t_next, float(schedule.beta(t))
+        t_vec = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
+        return x + 0.5 * beta * (x + score(model, x, t_vec, schedule)) * h
+    return step
+
+
+class NoNoise:
+    """The noise source of deterministic samplers: zeros, drawn from nothing."""
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def probability_flow_ode(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *,
+                         t_start: float, t_end: float = 0.0, dt: float,
+                         noise: NoiseSource | None = None, gradient: str = "exact",
+                         callback: Callback | None = None) -> torch.Tensor:
+    """Integrate the VP-ODE (Eq. 28) from t_start to t_end with Euler steps of ≈ dt.
+
+    Draws no noise (``noise`` is accepted for a uniform signature and left untouched);
+    ``gradient='adjoint'`` solves with torchsde's adjoint at zero diffusion.
+    """
+    if gradient == "adjoint":
+        from .adjoint import reverse_sde_adjoint
+
+        return reverse_sde_adjoint(model, x, schedule, t_start=t_start, t_end=t_end, dt=dt,
+                                   noise=NoNoise(), ode=True)
+    return run_steps(probability_flow_step(model, schedule), x, time_grid(t_start, t_end, dt),
+                     NoNoise(), gradient=gradient, callback=callback)
+
+
 def reverse_sde(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *, t_start: float,
                 t_end: float = 0.0, dt: float, noise: NoiseSource, gradient: str = "exact",
                 callback: Callback | None = None) -> torch.Tensor:
@@ -109,3 +148,7 @@ def reverse_sde(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *, t_sta
                                    noise=noise)
     return run_steps(reverse_sde_step(model, schedule), x, time_grid(t_start, t_end, dt), noise,
                      gradient=gradient, callback=callback)
+
+
+# the samplers a purifier can run from t* to 0, by name
+SAMPLERS = {"sde": reverse_sde, "ode": probability_flow_ode}

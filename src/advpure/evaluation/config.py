@@ -16,6 +16,7 @@ class DefenseConfig(Frozen):
     diffusion: str = "builtin:digits-unet"      # eps-model spec
     t_star: float = Field(0.1, gt=0.0, le=1.0)  # DiffPure diffusion time
     dt: PositiveFloat = 1e-3                    # reverse-SDE step (paper: 1e-3)
+    sampler: Literal["sde", "ode"] = "sde"      # reverse VP-SDE or probability-flow VP-ODE
     gradient: Literal["exact", "checkpoint", "adjoint", "bpda", "surrogate", "blind"] = "exact"
     surrogate_dt: PositiveFloat | None = None   # step of the cheaper purification (surrogate)
 

@@ -21,7 +21,8 @@ def build_purifier(cfg: DefenseConfig) -> nn.Module | None:
     """The configured purifier, or None for no defense."""
     if cfg.name == "none":
         return None
-    return DiffPure(load_diffusion(cfg.diffusion), t_star=cfg.t_star, dt=cfg.dt)
+    return DiffPure(load_diffusion(cfg.diffusion), t_star=cfg.t_star, dt=cfg.dt,
+                    sampler=cfg.sampler)
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Defense:
         purifier = build_purifier(cfg)
         surrogate = None
         if purifier is not None and cfg.surrogate_dt is not None:
-            surrogate = DiffPure(purifier.model, t_star=cfg.t_star, dt=cfg.surrogate_dt)
+            surrogate = DiffPure(purifier.model, t_star=cfg.t_star, dt=cfg.surrogate_dt,
+                                 sampler=cfg.sampler)
         return cls(cfg, purifier, surrogate)
 
     def model(self, classifier: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -152,6 +154,8 @@ def describe(cfg: EvalConfig) -> str:
     """A short human label such as 'diffpure(t*=0.1) vs pgd-linf(0.2, 20 steps, EOT 4)'."""
     d, a = cfg.defense, cfg.attack
     defense = "none" if d.name == "none" else f"diffpure(t*={d.t_star:g}, dt={d.dt:g})"
+    if d.name != "none" and d.sampler != "sde":
+        defense = defense.replace("diffpure(", f"diffpure-{d.sampler}(")
     if d.name != "none" and d.gradient != "exact":
         defense += f" [{d.gradient} gradient]"
     attack = "none" if a.name == "none" else (
