@@ -5,19 +5,32 @@ import torch
 from torch.nn import functional as F
 
 from advpure import PurifiedClassifier
-from advpure.diffusion import PerSampleNoise, VPSchedule, probability_flow_ode, reverse_sde
+from advpure.diffusion import (DiscreteSchedule, PerSampleNoise, VPSchedule, ddim, ddpm,
+                               langevin_sde, probability_flow_ode, reverse_sde)
 from advpure.diffusion.analytic import GaussianEps, discretised_gradient, posterior_gradient
 from advpure.purifiers import DiffPure
 from conftest import tiny_cnn, tiny_unet
 
+STARTS = torch.tensor([0.1, 0.07, 0.04], dtype=torch.float64)   # randomized t* of 3 samples
 # every sampler that exists, as (x_t, model, noise, gradient) -> x_0; new samplers join here
 SAMPLERS = {
     "reverse_sde": lambda x, model, noise, gradient: reverse_sde(
         model, x, VPSchedule(), t_start=0.1, dt=0.025, noise=noise, gradient=gradient),
     "probability_flow_ode": lambda x, model, noise, gradient: probability_flow_ode(
         model, x, VPSchedule(), t_start=0.1, dt=0.025, noise=noise, gradient=gradient),
+    "reverse_sde_randomized_t*": lambda x, model, noise, gradient: reverse_sde(
+        model, x, VPSchedule(), t_start=0.1, dt=0.01, noise=noise, gradient=gradient,
+        starts=STARTS),
+    "langevin_sde": lambda x, model, noise, gradient: langevin_sde(
+        model, x, VPSchedule(), dt=0.1, noise=noise, gradient=gradient, sigma2=0.5),
+    "ddpm": lambda x, model, noise, gradient: ddpm(
+        model, x, DiscreteSchedule(), t_start=0.1, dt=0.025, noise=noise, gradient=gradient),
+    "ddim": lambda x, model, noise, gradient: ddim(
+        model, x, DiscreteSchedule(), t_start=0.1, dt=0.025, noise=noise, gradient=gradient,
+        eta=0.5),
 }
-CONTINUOUS_TIME = {"reverse_sde", "probability_flow_ode"}      # samplers that have an adjoint
+CONTINUOUS_TIME = {"reverse_sde", "probability_flow_ode", "reverse_sde_randomized_t*",
+                   "langevin_sde"}      # samplers that have an adjoint
 
 
 def sampler_gradient(sampler, gradient, x, weights):
@@ -52,15 +65,21 @@ def test_solver_gradient_modes(sampler, gradient, state):
     assert rel <= 1e-6, rel
 
 
-def test_adjoint_converges_to_exact_on_the_same_noise_as_dt_shrinks(state):
+@pytest.mark.parametrize("sampler", ["reverse_sde", "langevin_sde"])
+def test_adjoint_converges_to_exact_on_the_same_noise_as_dt_shrinks(sampler, state):
     x, weights = state
+    run = {"reverse_sde": lambda x, dt, gradient: reverse_sde(
+               tiny_unet(torch.float64), x, VPSchedule(), t_start=0.1, dt=dt,
+               noise=PerSampleNoise.from_seeds([1, 2, 3]), gradient=gradient),
+           "langevin_sde": lambda x, dt, gradient: langevin_sde(
+               tiny_unet(torch.float64), x, VPSchedule(), dt=dt, sigma2=0.5, score_t=0.05,
+               noise=PerSampleNoise.from_seeds([1, 2, 3]), gradient=gradient)}[sampler]
     errors = []
-    for dt in (0.005, 0.001):
+    for dt in (0.005, 0.001) if sampler == "reverse_sde" else (0.05, 0.01):
         grads = {}
         for gradient in ("exact", "adjoint"):
             xg = x.clone().requires_grad_(True)
-            out = reverse_sde(tiny_unet(torch.float64), xg, VPSchedule(), t_start=0.1, dt=dt,
-                              noise=PerSampleNoise.from_seeds([1, 2, 3]), gradient=gradient)
+            out = run(xg, dt, gradient)
             grads[gradient] = torch.autograd.grad((out * weights).sum(), xg)[0]
         errors.append(float((grads["adjoint"] - grads["exact"]).norm() / grads["exact"].norm()))
     assert errors[1] < errors[0] / 2 and errors[1] < 0.1, errors

@@ -47,9 +47,11 @@ def test_unet_is_time_conditioned():
 
 def test_diffpure_runs_the_sampler_it_is_given(digits_batch):
     x, _ = digits_batch
-    sde = advpure.purifiers.DiffPure(tiny_unet(), t_star=0.1, dt=0.025)
-    ode = advpure.purifiers.DiffPure(tiny_unet(), t_star=0.1, dt=0.025, sampler="ode")
-    a, b = sde(x, torch.Generator().manual_seed(0)), ode(x, torch.Generator().manual_seed(0))
-    assert a.shape == b.shape == x.shape and not torch.allclose(a, b)
-    with pytest.raises(ValueError, match="sampler: expected one of sde, ode, found 'ddim'"):
-        advpure.purifiers.DiffPure(tiny_unet(), sampler="ddim")
+    outputs = {name: advpure.purifiers.DiffPure(tiny_unet(), dt=0.025, sampler=name)(
+        x, torch.Generator().manual_seed(0)) for name in advpure.diffusion.SAMPLERS}
+    for name, out in outputs.items():
+        assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1, name
+        assert not any(torch.allclose(out, other) for o, other in outputs.items() if o != name)
+    with pytest.raises(ValueError, match="sampler: expected one of sde, ode, ld, ddpm, ddim, "
+                                         "found 'magic'"):
+        advpure.purifiers.DiffPure(tiny_unet(), sampler="magic")

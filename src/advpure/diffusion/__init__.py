@@ -1,9 +1,16 @@
-"""Diffusion core: the VP schedule, the eps-model convention, noise sources, samplers."""
+"""Diffusion core: the VP and DDPM schedules, the eps-model convention, noise sources, samplers."""
+from .catalog import SAMPLER_OPTIONS, SAMPLERS, SamplerSpec, sampler_options
+from .ddpm import ddim, ddpm
+from .discrete import DiscreteSchedule
+from .langevin import langevin_sde
 from .model import EpsModel, predict_x0, score
-from .noise import FixedNoise, NoiseSource, PerSampleNoise, as_noise_source
-from .samplers import (SAMPLERS, SOLVER_GRADIENTS, probability_flow_ode, reverse_sde,
-                       reverse_sde_step, run_steps, time_grid)
+from .noise import FixedNoise, NoiseSource, PerSampleNoise, as_noise_source, uniform_like
+from .samplers import (SOLVER_GRADIENTS, probability_flow_ode, reverse_sde, reverse_sde_step,
+                       run_steps, time_grid)
 from .schedule import VPSchedule, add_noise
 
-__all__ = ["SAMPLERS", "probability_flow_ode", "SOLVER_GRADIENTS", "reverse_sde_step", "run_steps", "EpsModel", "FixedNoise", "NoiseSource", "PerSampleNoise", "VPSchedule",
-           "add_noise", "as_noise_source", "predict_x0", "reverse_sde", "score", "time_grid"]
+__all__ = ["SAMPLERS", "SAMPLER_OPTIONS", "SOLVER_GRADIENTS", "DiscreteSchedule", "EpsModel",
+           "FixedNoise", "NoiseSource", "PerSampleNoise", "SamplerSpec", "VPSchedule",
+           "add_noise", "as_noise_source", "ddim", "ddpm", "langevin_sde", "predict_x0",
+           "probability_flow_ode", "reverse_sde", "reverse_sde_step", "run_steps",
+           "sampler_options", "score", "time_grid", "uniform_like"]

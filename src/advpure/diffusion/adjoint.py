@@ -69,46 +69,63 @@ class ReverseVPSDE(torch.nn.Module):
 
     drift f(s, y) = β(t)(½ y + s_θ(y, t)), diffusion g(s, y) = √β(t) (diagonal, Itô);
     with ``ode=True`` the probability-flow ODE: f = ½β(t)(y + s_θ(y, t)), g = 0 (Eq. 28).
+    With per-sample ``starts`` (randomized t*), f = g = 0 for a sample until t ≤ starts[i].
     """
 
     noise_type = "diagonal"
     sde_type = "ito"
 
     def __init__(self, model: EpsModel, schedule: VPSchedule, shape: torch.Size, t_start: float,
-                 ode: bool = False):
+                 ode: bool = False, starts: torch.Tensor | None = None):
         super().__init__()
         self.model, self.schedule, self.shape, self.t_start = model, schedule, shape, t_start
         self.score_weight = 0.5 if ode else 1.0    # the probability-flow ODE halves the score
         self.ode = ode                             # and has no diffusion (Eq. 28)
+        self.starts = starts
+
+    def _active(self, t: float, y: torch.Tensor) -> torch.Tensor | float:
+        if self.starts is None:
+            return 1.0
+        return (self.starts.to(y.device) >= t - 1e-6).to(y.dtype)[:, None]
 
     def f(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = y.view(self.shape)
         t = (self.t_start - s).to(y.dtype).expand(self.shape[0])
         beta = self.schedule.beta(t).to(y.dtype)[:, None]
         s_theta = score(self.model, x, t, self.schedule).flatten(1)
-        return beta * (0.5 * y + self.score_weight * s_theta)
+        return self._active(float(t[0]), y) * beta * (0.5 * y + self.score_weight * s_theta)
 
     def g(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t = float(self.t_start - s)
-        return torch.full_like(y, 0.0 if self.ode else float(self.schedule.beta(t)) ** 0.5)
+        scale = 0.0 if self.ode else float(self.schedule.beta(t)) ** 0.5
+        return self._active(t, y) * torch.full_like(y, scale)
+
+
+def solve_adjoint(sde: torch.nn.Module, x: torch.Tensor, span: float, dt: float,
+                  noise: NoiseSource, params: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+    """Euler–Maruyama over s ∈ [0, span] in torchsde with gradients by the adjoint SDE.
+
+    ``params`` are the tensors the drift reads besides the state whose gradients are wanted
+    (torchsde's ``adjoint_params``); the network weights are not differentiated.
+    """
+    steps = max(1, round(span / dt))
+    y0 = x.flatten(1)
+    bm = GridBrownian.draw(noise, x, span, steps)
+    ts = torch.tensor([0.0, span], dtype=y0.dtype, device=y0.device)
+    # a hair above span/n, so that float accumulation cannot leave a vanishing (n+1)-th step
+    step = span / steps * (1.0 + 1e-9)
+    ys = torchsde.sdeint_adjoint(sde, y0, ts, bm=bm, method="euler", adjoint_method="euler",
+                                 dt=step, adjoint_params=params)
+    return ys[-1].view(x.shape)
 
 
 def reverse_sde_adjoint(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *,
                         t_start: float, t_end: float, dt: float, noise: NoiseSource,
-                        ode: bool = False) -> torch.Tensor:
+                        ode: bool = False, starts: torch.Tensor | None = None) -> torch.Tensor:
     """x(t_end) from x(t_start) by Euler–Maruyama in torchsde, gradients by the adjoint SDE.
 
     Like DiffPure, the solve stops at t = T_EPS = 1e-5 rather than 0: the adjoint SDE evaluates
     the drift at the end time, where σ(0) = 0 would divide the score by zero.
     """
-    span = t_start - max(t_end, T_EPS)
-    steps = max(1, round(span / dt))
-    y0 = x.flatten(1)
-    bm = GridBrownian.draw(noise, x, span, steps)
-    ts = torch.tensor([0.0, span], dtype=y0.dtype, device=y0.device)
-    sde = ReverseVPSDE(model, schedule, x.shape, t_start, ode=ode)
-    # a hair above span/n, so that float accumulation cannot leave a vanishing (n+1)-th step
-    step = span / steps * (1.0 + 1e-9)
-    ys = torchsde.sdeint_adjoint(sde, y0, ts, bm=bm, method="euler", adjoint_method="euler",
-                                 dt=step, adjoint_params=())
-    return ys[-1].view(x.shape)
+    sde = ReverseVPSDE(model, schedule, x.shape, t_start, ode=ode, starts=starts)
+    return solve_adjoint(sde, x, t_start - max(t_end, T_EPS), dt, noise)

@@ -78,3 +78,13 @@ def as_noise_source(noise: NoiseSource | torch.Generator, x: torch.Tensor) -> No
         raise TypeError("noise: expected a torch.Generator or a noise source with randn_like(x), "
                         f"found {type(noise).__name__}")
     return noise
+
+
+def uniform_like(noise: NoiseSource, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """n uniform draws on (0, 1), one per sample, from one standard-normal draw each: u = Φ(z).
+
+    Going through the normal CDF keeps the noise-source protocol to one method and keeps the
+    draw per sample (randomized t*, DiffPure App. C.4).
+    """
+    z = noise.randn_like(torch.empty(n, dtype=torch.float64, device=device))
+    return 0.5 * (1.0 + torch.erf(z / 2.0 ** 0.5))

@@ -21,7 +21,7 @@ from .noise import NoiseSource
 from .schedule import VPSchedule
 
 Callback = Callable[[int, float, torch.Tensor], None]
-Step = Callable[[torch.Tensor, float, float, torch.Tensor], torch.Tensor]
+Step = Callable[..., torch.Tensor]      # step(x, t, t_next, z, *context) -> x_next
 SOLVER_GRADIENTS = ("exact", "checkpoint", "adjoint")
 
 
@@ -36,44 +36,68 @@ def time_grid(t_start: float, t_end: float, dt: float) -> torch.Tensor:
 
 
 class RecomputedStep(torch.autograd.Function):
-    """x_next = step(x, t, t_next, z), run without a graph; backward recomputes the step.
+    """x_next = step(x, t, t_next, z, *context), run without a graph; backward recomputes it.
 
-    Saves only (x, z). The backward pass re-runs the step with gradients on and returns the
-    vector–Jacobian product w.r.t. the state x: the noise z is data, and the networks inside a
-    step are taken as fixed (weights are not differentiated in this mode). Unlike
-    ``torch.utils.checkpoint`` it records one graph node per step, so memory stays flat, and it
-    works under ``torch.autograd.grad``.
+    Saves only (x, z, *context). The backward pass re-runs the step with gradients on and
+    returns the vector–Jacobian products w.r.t. the state x and the context tensors (inputs the
+    step reads at every step, such as LD-SDE's attacked image; autograd sums their per-step
+    gradients). The noise z is data, and the networks inside a step are taken as fixed (weights
+    are not differentiated in this mode). Unlike ``torch.utils.checkpoint`` it records one graph
+    node per step, so memory stays flat, and it works under ``torch.autograd.grad``.
     """
 
     @staticmethod
-    def forward(ctx, step: Step, x: torch.Tensor, t: float, t_next: float,
-                z: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, step: Step, t: float, t_next: float, x: torch.Tensor, z: torch.Tensor,
+                *context: torch.Tensor) -> torch.Tensor:
         ctx.step, ctx.t, ctx.t_next = step, t, t_next
-        ctx.save_for_backward(x, z)
+        ctx.save_for_backward(x, z, *context)
         with torch.no_grad():
-            return step(x, t, t_next, z)
+            return step(x, t, t_next, z, *context)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, z = ctx.saved_tensors
+        x, z, *context = ctx.saved_tensors
+        wanted = [ctx.needs_input_grad[3]] + list(ctx.needs_input_grad[5:])
         with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            (grad_x,) = torch.autograd.grad(ctx.step(x, ctx.t, ctx.t_next, z), x, grad_out)
-        return None, grad_x, None, None, None
+            inputs = [v.detach().requires_grad_(w) for v, w in zip([x, *context], wanted)]
+            out = ctx.step(inputs[0], ctx.t, ctx.t_next, z, *inputs[1:])
+            differentiable = [v for v, w in zip(inputs, wanted) if w]
+            grads = iter(torch.autograd.grad(out, differentiable, grad_out, allow_unused=True))
+        grad_x, *grad_context = [next(grads) if w else None for w in wanted]
+        return (None, None, None, grad_x, None, *grad_context)
+
+
+def hold_until_start(step: Step, starts: torch.Tensor) -> Step:
+    """``step`` for the samples whose own start time the grid has reached (t ≤ start); the
+    others are held at their state (randomized t*, DiffPure App. C.4)."""
+    def held(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor, *context) -> torch.Tensor:
+        active = (starts >= t - 1e-9).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
+        return torch.where(active, step(x, t, t_next, z, *context), x)
+    return held
 
 
 def run_steps(step: Step, x: torch.Tensor, times: torch.Tensor, noise: NoiseSource, *,
-              gradient: str = "exact", callback: Callback | None = None) -> torch.Tensor:
-    """Apply ``step`` along ``times`` with one noise draw per step, under ``gradient``."""
+              gradient: str = "exact", callback: Callback | None = None,
+              starts: torch.Tensor | None = None,
+              context: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+    """Apply ``step`` along ``times`` with one noise draw per step, under ``gradient``.
+
+    ``starts`` (per-sample times ≤ times[0]) holds each sample until the grid reaches its own
+    start; every sample still takes one noise draw per grid step, so its result depends only
+    on its own noise source. ``context`` tensors are passed to every step and differentiated.
+    """
     if gradient not in ("exact", "checkpoint"):
         raise ValueError(f"run_steps: expected gradient 'exact' or 'checkpoint', found {gradient!r}")
-    recompute = gradient == "checkpoint" and torch.is_grad_enabled() and x.requires_grad
+    if starts is not None:
+        step = hold_until_start(step, starts.to(device=x.device, dtype=torch.float64))
+    needs_graph = x.requires_grad or any(c.requires_grad for c in context)
+    recompute = gradient == "checkpoint" and torch.is_grad_enabled() and needs_graph
     for i in range(len(times) - 1):
         t, t_next, z = float(times[i]), float(times[i + 1]), noise.randn_like(x)
         if recompute:
-            x = RecomputedStep.apply(step, x, t, t_next, z)
+            x = RecomputedStep.apply(step, t, t_next, x, z, *context)
         else:
-            x = step(x, t, t_next, z)
+            x = step(x, t, t_next, z, *context)
         if callback is not None:
             callback(i, t_next, x)
     return x
@@ -118,37 +142,38 @@ class NoNoise:
 def probability_flow_ode(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *,
                          t_start: float, t_end: float = 0.0, dt: float,
                          noise: NoiseSource | None = None, gradient: str = "exact",
-                         callback: Callback | None = None) -> torch.Tensor:
+                         callback: Callback | None = None,
+                         starts: torch.Tensor | None = None) -> torch.Tensor:
     """Integrate the VP-ODE (Eq. 28) from t_start to t_end with Euler steps of ≈ dt.
 
     Draws no noise (``noise`` is accepted for a uniform signature and left untouched);
-    ``gradient='adjoint'`` solves with torchsde's adjoint at zero diffusion.
+    ``gradient='adjoint'`` solves with torchsde's adjoint at zero diffusion. ``starts``: see
+    ``reverse_sde``.
     """
     if gradient == "adjoint":
         from .adjoint import reverse_sde_adjoint
 
         return reverse_sde_adjoint(model, x, schedule, t_start=t_start, t_end=t_end, dt=dt,
-                                   noise=NoNoise(), ode=True)
+                                   noise=NoNoise(), ode=True, starts=starts)
     return run_steps(probability_flow_step(model, schedule), x, time_grid(t_start, t_end, dt),
-                     NoNoise(), gradient=gradient, callback=callback)
+                     NoNoise(), gradient=gradient, callback=callback, starts=starts)
 
 
 def reverse_sde(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *, t_start: float,
                 t_end: float = 0.0, dt: float, noise: NoiseSource, gradient: str = "exact",
-                callback: Callback | None = None) -> torch.Tensor:
+                callback: Callback | None = None,
+                starts: torch.Tensor | None = None) -> torch.Tensor:
     """Integrate the reverse VP-SDE from t_start to t_end with step ≈ dt (DiffPure Eq. 4).
 
     Noise is added at every step, the last one included, as DiffPure's sdeint does.
     ``gradient='adjoint'`` solves with torchsde's ``sdeint_adjoint`` instead (approximate).
+    ``starts``: optional per-sample start times ≤ t_start (randomized t*): sample i is held at
+    its state until the grid reaches starts[i], and joins there.
     """
     if gradient == "adjoint":
         from .adjoint import reverse_sde_adjoint
 
         return reverse_sde_adjoint(model, x, schedule, t_start=t_start, t_end=t_end, dt=dt,
-                                   noise=noise)
+                                   noise=noise, starts=starts)
     return run_steps(reverse_sde_step(model, schedule), x, time_grid(t_start, t_end, dt), noise,
-                     gradient=gradient, callback=callback)
-
-
-# the samplers a purifier can run from t* to 0, by name
-SAMPLERS = {"sde": reverse_sde, "ode": probability_flow_ode}
+                     gradient=gradient, callback=callback, starts=starts)
