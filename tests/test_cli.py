@@ -49,7 +49,7 @@ def test_demo_runs_and_shows_diffpure_helping(tmp_path):
     from advpure.evaluation.demo import DemoSettings, run_demo
 
     report = run_demo(tmp_path, DemoSettings(), progress=False)
-    assert (tmp_path / "grid.png").is_file() and (tmp_path / "accuracy_vs_tstar.png").is_file()
+    assert (tmp_path / "grid.png").is_file() and (tmp_path / "sweep" / "sweep.png").is_file()
     undefended = json.loads((tmp_path / "undefended" / "results.json").read_text())
     diffpure = json.loads((tmp_path / "diffpure" / "results.json").read_text())
     assert undefended["standard_accuracy"]["mean"] >= 0.95
@@ -69,3 +69,48 @@ def test_evaluate_takes_a_gradient_mode_and_checks_the_surrogate_step(tmp_path):
     assert result.exit_code == 0, result.output
     assert "[surrogate gradient]" in result.output
     assert json.loads((tmp_path / "config.json").read_text())["defense"]["surrogate_dt"] == 0.1
+
+
+def test_evaluate_takes_sampler_options_and_an_experiment_file(tmp_path):
+    first = tmp_path / "first"
+    result = CliRunner().invoke(app, [
+        "evaluate", "--out", str(first), "--n", "4", "--defense", "diffpure", "--sampler", "ddim",
+        "--ddim-eta", "0.5", "--t-star", "0.07", "--dt", "0.01", "--t-star-delta", "0.02"])
+    assert result.exit_code == 0, result.output
+    assert "diffpure-ddim(t*=0.07±0.02, dt=0.01, ddim_eta=0.5)" in result.output
+    again = tmp_path / "again"                   # the written config reruns, a flag overrides
+    result = CliRunner().invoke(app, ["evaluate", "--config", str(first / "config.json"),
+                                      "--ddim-eta", "0", "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((again / "config.json").read_text())
+    assert cfg["defense"]["sampler"] == "ddim" and cfg["defense"]["ddim_eta"] == 0.0 and cfg["n"] == 4
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sampler", "sde", "--ddim-eta", "0.5"], "sampler 'sde' takes options none, found ddim_eta"),
+    (["--sampler", "ddpm", "--gradient", "adjoint"], "'adjoint' needs a continuous-time sampler"),
+    (["--sampler", "ld", "--t-star", "0.1"], "sampler 'ld' has no t*"),
+    (["--sampler", "heun"], "defense.sampler: expected 'sde', 'ode', 'ld', 'ddpm' or 'ddim'"),
+])
+def test_evaluate_rejects_inconsistent_sampler_options(args, message):
+    result = CliRunner().invoke(app, ["evaluate", "--defense", "diffpure"] + args)
+    assert result.exit_code != 0 and message in " ".join(result.output.replace("│", " ").split())
+
+
+def test_sweep_writes_table_plot_and_resumes(tmp_path):
+    args = ["sweep", "--param", "t_star", "--values", "0.05,0.1", "--out", str(tmp_path),
+            "--n", "4", "--defense", "diffpure", "--dt", "0.05", "--attack", "pgd", "--eps", "0.2",
+            "--steps", "1", "--seeds", "0,1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| 0.05 |" in result.output and "| undefended |" in result.output
+    for name in ("sweep.md", "sweep.json", "sweep.png", "t_star=0.05/results.json",
+                 "t_star=0.1/results.json", "undefended/results.json"):
+        assert (tmp_path / name).is_file(), name
+    runs = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert [r["config"]["defense"]["t_star"] for r in runs] == [0.05, 0.1]
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0 and resumed.output.count("reusing") == 3, resumed.output
+    bad = CliRunner().invoke(app, args[:1] + ["--param", "eps", "--values", "0.1", "--defense",
+                                              "diffpure"])
+    assert bad.exit_code != 0 and "expected a numeric purifier option" in bad.output

@@ -1,6 +1,8 @@
 """The ``advpure`` command."""
 from __future__ import annotations
 
+import inspect
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -82,51 +84,138 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
         raise typer.BadParameter(f"expected comma-separated integers such as 0,1,2, found {text!r}")
 
 
-@app.command()
-def evaluate(
-    out: Path = typer.Option(Path("runs/latest"), help="run directory to write"),
-    dataset: str = typer.Option("digits", help="digits | cifar10 | cifar100"),
-    data_root: str = typer.Option(None, help="directory of a local CIFAR copy"),
-    n: int = typer.Option(128, help="size of the fixed random subset"),
-    subset_seed: int = typer.Option(0, help="seed of the subset"),
-    classifier: str = typer.Option("builtin:digits-cnn", help="classifier spec"),
-    defense: str = typer.Option("none", help="none | diffpure"),
-    diffusion: str = typer.Option("builtin:digits-unet", help="eps-model spec (diffpure)"),
-    t_star: float = typer.Option(0.1, help="DiffPure diffusion time t*"),
-    dt: float = typer.Option(1e-3, help="reverse-SDE step (paper: 1e-3)"),
-    sampler: str = typer.Option("sde", help="sde (reverse VP-SDE) | ode (probability-flow VP-ODE)"),
-    gradient: str = typer.Option(
-        "exact", help="exact | checkpoint | adjoint | bpda | surrogate | blind"),
-    surrogate_dt: float = typer.Option(None, help="reverse-SDE step of the surrogate"),
-    attack: str = typer.Option("none", help="none | pgd"),
-    eps: float = typer.Option(8 / 255, help="perturbation budget"),
-    norm: str = typer.Option("linf", help="linf | l2"),
-    steps: int = typer.Option(20, help="PGD iterations"),
-    step_size: float = typer.Option(None, help="PGD step (default 2.5·eps/steps)"),
-    eot: int = typer.Option(1, help="EOT copies per gradient"),
-    seeds: str = typer.Option("0", help="comma-separated seeds, e.g. 0,1,2"),
-    batch_size: int = typer.Option(128),
-) -> None:
-    """Standard and robust accuracy (mean ± std over seeds); writes a run directory."""
+# the options of an evaluation, shared by `evaluate` and `sweep`: (name, type, help). Their names
+# are the experiment-file fields (see evaluation.config.flat_fields); None keeps the file's value
+# or the config default shown in the help.
+EVAL_OPTIONS = [
+    ("dataset", str, "digits | cifar10 | cifar100"),
+    ("data_root", str, "directory of a local CIFAR copy"),
+    ("n", int, "size of the fixed random subset"),
+    ("subset_seed", int, "seed of the subset"),
+    ("classifier", str, "classifier spec"),
+    ("defense", str, "none | diffpure"),
+    ("diffusion", str, "eps-model spec (diffpure)"),
+    ("sampler", str, "sde | ode | ld | ddpm | ddim"),
+    ("t_star", float, "diffusion time t* (default 0.1; none for ld); ddpm/ddim: level 1000·t*"),
+    ("t_star_delta", float, "randomized t*: uniform on t* ± Δ, per image"),
+    ("dt", float, "solver step (paper: 1e-3; ddpm/ddim: 1e-3 = every level)"),
+    ("ddpm_variance", str, "ddpm: posterior (β̃, default) | beta"),
+    ("ddim_eta", float, "ddim: η (default 0)"),
+    ("ld_sigma2", float, "ld: σ² (default 100)"),
+    ("ld_lambda", float, "ld: λ (default 0.1)"),
+    ("ld_eta", float, "ld: η (default 1)"),
+    ("ld_score_t", float, "ld: time at which the score 'at 0' is taken (default 1e-3)"),
+    ("gradient", str, "exact | checkpoint | adjoint | bpda | surrogate | blind"),
+    ("surrogate_dt", float, "solver step of the surrogate"),
+    ("attack", str, "none | pgd"),
+    ("eps", float, "perturbation budget"),
+    ("norm", str, "linf | l2"),
+    ("steps", int, "PGD iterations"),
+    ("step_size", float, "PGD step (default 2.5·eps/steps)"),
+    ("eot", int, "EOT copies per gradient"),
+    ("seeds", str, "comma-separated seeds, e.g. 0,1,2"),
+    ("batch_size", int, "images per batch"),
+]
+
+
+def _eval_parameters() -> list[inspect.Parameter]:
+    from .evaluation.config import config_from_flat
+
+    defaults = _flat_defaults(config_from_flat({}))
+    params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                                default=typer.Option(None, help="experiment file (JSON, e.g. a "
+                                                     "run's config.json); flags override it"))]
+    for name, kind, help_text in EVAL_OPTIONS:
+        shown = defaults.get(name)
+        if shown is not None and "default" not in help_text:
+            help_text += f" (default: {shown})"
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                        default=typer.Option(None, help=help_text)))
+    return params
+
+
+def _flat_defaults(cfg) -> dict[str, object]:
+    from .evaluation.config import flat_fields
+
+    dumped = cfg.model_dump()
+    return {name: (dumped if section is None else dumped[section])[field]
+            for name, (section, field) in flat_fields().items()}
+
+
+def with_eval_options(command):
+    """Add the evaluation options (and ``--config``) to a command, which receives the validated
+    ``EvalConfig`` as its ``config`` argument."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "config"]
+    eval_params = _eval_parameters()
+    names = [p.name for p in eval_params]
+
+    def wrapper(**kwargs):
+        options = {name: kwargs.pop(name) for name in names}
+        return command(config=_eval_config(options), **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
+    wrapper.__signature__ = inspect.Signature(own + eval_params)
+    return wrapper
+
+
+def _eval_config(options: dict):
+    """The ``EvalConfig`` of the command line: the experiment file, then the flags."""
     from pydantic import ValidationError
 
-    from .evaluation import EvalConfig, results_table, run_evaluation, write_run
-    from .evaluation.config import config_errors
+    from .evaluation.config import config_errors, config_from_flat
 
+    path = options.pop("config")
+    base = None
+    if path is not None:
+        if not path.is_file():
+            raise typer.BadParameter(f"expected an experiment file, found no file {path}")
+        base = json.loads(path.read_text())
+    if options["seeds"] is not None:
+        options["seeds"] = _parse_seeds(options["seeds"])
     try:
-        cfg = EvalConfig.model_validate(dict(
-            dataset=dataset, data_root=data_root, n=n, subset_seed=subset_seed,
-            classifier=classifier, seeds=_parse_seeds(seeds), batch_size=batch_size,
-            defense=dict(name=defense, diffusion=diffusion, t_star=t_star, dt=dt,
-                         sampler=sampler, gradient=gradient, surrogate_dt=surrogate_dt),
-            attack=dict(name=attack, eps=eps, norm=norm, steps=steps, step_size=step_size,
-                        eot=eot)))
+        return config_from_flat(options, base)
     except ValidationError as err:
         raise typer.BadParameter(config_errors(err)) from None
-    result = run_evaluation(cfg)
+
+
+@app.command()
+@with_eval_options
+def evaluate(
+    out: Path = typer.Option(Path("runs/latest"), help="run directory to write"),
+    config=None,
+) -> None:
+    """Standard and robust accuracy (mean ± std over seeds); writes a run directory."""
+    from .evaluation import results_table, run_evaluation, write_run
+
+    result = run_evaluation(config)
     write_run(result, out)
     typer.echo(results_table([result]))
     typer.echo(f"wrote {out}")
+
+
+@app.command()
+@with_eval_options
+def sweep(
+    param: str = typer.Option("t_star", help="the purifier option to vary, e.g. t_star, dt, "
+                              "t_star_delta, ddim_eta, ld_sigma2"),
+    values: str = typer.Option(..., help="comma-separated values, e.g. 0.025,0.05,0.1,0.2"),
+    out: Path = typer.Option(Path("runs/sweep"), help="directory: one run per value, sweep.md, "
+                             "sweep.json, sweep.png"),
+    baseline: bool = typer.Option(True, help="also evaluate the undefended classifier"),
+    config=None,
+) -> None:
+    """Standard and robust accuracy against one numeric purifier option (DiffPure Fig. 3).
+
+    Finished runs in --out with the same config are reused: an interrupted sweep resumes.
+    """
+    from .evaluation.sweep import run_sweep, sweep_table
+
+    try:
+        result = run_sweep(config, param, list(_parse_list(values, float)), out, baseline)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(sweep_table(result))
+    typer.echo(f"wrote {out}/sweep.md, sweep.json, sweep.png")
 
 
 @app.command()

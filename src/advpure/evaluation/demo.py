@@ -9,7 +9,8 @@ import torch
 
 from .config import AttackConfig, DefenseConfig, EvalConfig
 from .experiment import EvalResult, build_purifier, run_evaluation
-from .report import plot_accuracy_vs, results_table, save_image_grid, write_run
+from .report import results_table, save_image_grid, write_run
+from .sweep import Sweep, run_sweep, sweep_table
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,13 @@ def run_demo(out_dir: Path, settings: DemoSettings = DemoSettings(),
     undefended = run_evaluation(settings.config(DefenseConfig(), settings.seeds), progress)
     diffpure = run_evaluation(settings.config(settings.diffpure(settings.t_star), settings.seeds),
                               progress)
-    sweep = [run_evaluation(settings.config(settings.diffpure(t), settings.seeds[:1]), progress)
-             for t in settings.sweep]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_run(undefended, out_dir / "undefended")
     write_run(diffpure, out_dir / "diffpure")
     save_grid(diffpure, out_dir / "grid.png")
-    plot_sweep(settings, undefended, sweep, out_dir / "accuracy_vs_tstar.png")
-    report = demo_report(settings, undefended, diffpure, time.perf_counter() - start)
+    sweep = run_sweep(settings.config(settings.diffpure(settings.t_star), settings.seeds[:1]),
+                      "t_star", list(settings.sweep), out_dir / "sweep", progress=progress)
+    report = demo_report(settings, undefended, diffpure, sweep, time.perf_counter() - start)
     (out_dir / "report.md").write_text(report)
     return report
 
@@ -74,20 +74,8 @@ def save_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path:
                            captions)
 
 
-def plot_sweep(settings: DemoSettings, undefended: EvalResult, sweep: list[EvalResult],
-               path: Path) -> Path:
-    """Standard and robust accuracy against t*, with t* = 0 the undefended classifier."""
-    first = undefended.per_seed[0]
-    xs = [0.0] + list(settings.sweep)
-    std = [first.accuracy("standard")] + [r.per_seed[0].accuracy("standard") for r in sweep]
-    rob = [first.accuracy("robust")] + [r.per_seed[0].accuracy("robust") for r in sweep]
-    title = (f"DiffPure on digits, PGD-{settings.steps} EOT-{settings.eot} ℓ∞ ε={settings.eps}, "
-             f"dt={settings.dt}, n={settings.n}, seed {settings.seeds[0]}")
-    return plot_accuracy_vs(xs, {"standard": std, "robust (adaptive)": rob}, "t*", title, path)
-
-
 def demo_report(settings: DemoSettings, undefended: EvalResult, diffpure: EvalResult,
-                seconds: float) -> str:
+                sweep: Sweep, seconds: float) -> str:
     return (
         "# advpure demo: DiffPure on digits under adaptive PGD+EOT\n\n"
         f"{results_table([undefended, diffpure])}\n\n"
@@ -98,4 +86,5 @@ def demo_report(settings: DemoSettings, undefended: EvalResult, diffpure: EvalRe
         "through the whole purification (exact autograd). "
         f"Wall time of the whole demo: {seconds:.0f} s.\n\n"
         "![clean / adversarial / purified](grid.png)\n\n"
-        "![accuracy against t*](accuracy_vs_tstar.png)\n")
+        f"## Accuracy against t* (seed {settings.seeds[0]})\n\n{sweep_table(sweep)}\n\n"
+        "![accuracy against t*](sweep/sweep.png)\n")

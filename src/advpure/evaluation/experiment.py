@@ -21,8 +21,7 @@ def build_purifier(cfg: DefenseConfig) -> nn.Module | None:
     """The configured purifier, or None for no defense."""
     if cfg.name == "none":
         return None
-    return DiffPure(load_diffusion(cfg.diffusion), t_star=cfg.t_star, dt=cfg.dt,
-                    sampler=cfg.sampler)
+    return DiffPure(load_diffusion(cfg.diffusion), **cfg.purifier_kwargs())
 
 
 @dataclass
@@ -39,8 +38,7 @@ class Defense:
         purifier = build_purifier(cfg)
         surrogate = None
         if purifier is not None and cfg.surrogate_dt is not None:
-            surrogate = DiffPure(purifier.model, t_star=cfg.t_star, dt=cfg.surrogate_dt,
-                                 sampler=cfg.sampler)
+            surrogate = DiffPure(purifier.model, **cfg.purifier_kwargs(dt=cfg.surrogate_dt))
         return cls(cfg, purifier, surrogate)
 
     def model(self, classifier: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -150,14 +148,24 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     return EvalResult(cfg, per_seed, indices.tolist())
 
 
+def describe_defense(d: DefenseConfig) -> str:
+    """'diffpure-ddim(t*=0.1±0.02, dt=0.01, ddim_eta=0.5)': the sampler and what was set."""
+    if d.name == "none":
+        return "none"
+    sampler = "" if d.sampler == "sde" else f"-{d.sampler}"
+    parts = [] if d.t_star is None and d.sampler == "ld" else [f"t*={d.t_star or 0.1:g}"]
+    if d.t_star_delta:
+        parts[0] += f"±{d.t_star_delta:g}"
+    parts.append(f"dt={d.dt:g}")
+    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+              for k, v in d.sampler_option_values().items() if v is not None]
+    gradient = "" if d.gradient == "exact" else f" [{d.gradient} gradient]"
+    return f"diffpure{sampler}({', '.join(parts)}){gradient}"
+
+
 def describe(cfg: EvalConfig) -> str:
-    """A short human label such as 'diffpure(t*=0.1) vs pgd-linf(0.2, 20 steps, EOT 4)'."""
-    d, a = cfg.defense, cfg.attack
-    defense = "none" if d.name == "none" else f"diffpure(t*={d.t_star:g}, dt={d.dt:g})"
-    if d.name != "none" and d.sampler != "sde":
-        defense = defense.replace("diffpure(", f"diffpure-{d.sampler}(")
-    if d.name != "none" and d.gradient != "exact":
-        defense += f" [{d.gradient} gradient]"
+    """A short human label such as 'diffpure(t*=0.1, dt=0.01) vs pgd-linf(eps=0.2, 20 steps, EOT 4)'."""
+    a = cfg.attack
     attack = "none" if a.name == "none" else (
         f"pgd-{a.norm}(eps={a.eps:.3g}, {a.steps} steps, EOT {a.eot})")
-    return f"{defense} vs {attack}"
+    return f"{describe_defense(cfg.defense)} vs {attack}"

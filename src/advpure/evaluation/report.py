@@ -64,21 +64,26 @@ def save_image_grid(rows: dict[str, torch.Tensor], path: Path,
 
 
 def plot_accuracy_vs(xs: list[float], series: dict[str, list[float]], xlabel: str,
-                     title: str, path: Path) -> Path:
-    """Accuracy curves (fractions) against a swept parameter."""
+                     title: str, path: Path, errors: dict[str, list[float]] | None = None,
+                     baselines: dict[str, float] | None = None) -> Path:
+    """Accuracy curves (fractions) against a swept parameter, with optional error bars (std over
+    seeds) and horizontal reference lines (e.g. the undefended classifier)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for label, ys in series.items():
-        ax.plot(xs, [100 * v for v in ys], marker="o", label=label)
+        err = None if errors is None else [100 * e for e in errors[label]]
+        ax.errorbar(xs, [100 * v for v in ys], yerr=err, marker="o", capsize=3, label=label)
+    for (label, value), style in zip((baselines or {}).items(), ("--", ":", "-.")):
+        ax.axhline(100 * value, color="grey", linestyle=style, linewidth=1, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -40,7 +40,7 @@ class DiffPure(nn.Module):
         self.sampler = check_choice(sampler, tuple(SAMPLERS), "sampler")  # sde|ode|ld|ddpm|ddim
         spec = SAMPLERS[sampler]
         self.model = model                                  # eps(x_t, t), x_t in [−1, 1]
-        self.t_star = _t_star(sampler, t_star, t_star_delta)  # diffusion time (paper: 0.1)
+        self.t_star = resolve_t_star(sampler, t_star, t_star_delta)  # diffusion time (paper: 0.1)
         self.t_star_delta = float(t_star_delta)             # Δ of randomized t* (0: fixed)
         self.dt = check_positive(dt, "DiffPure dt")         # step (paper: 1e-3)
         self.schedule = _schedule(spec.time, schedule)      # VP (β 0.1..20) or DDPM (1e-4..0.02)
@@ -97,7 +97,7 @@ class DiffPure(nn.Module):
         return f"sampler={self.sampler}{where}, dt={self.dt}{options}, schedule={self.schedule}"
 
 
-def _t_star(sampler: str, t_star: float | None, delta: float) -> float | None:
+def resolve_t_star(sampler: str, t_star: float | None, delta: float) -> float | None:
     """t* (default 0.1), checked so that [t* − Δ, t* + Δ] lies in (0, 1]; None for LD-SDE."""
     if not SAMPLERS[sampler].uses_t_star:
         if t_star is not None or delta:

@@ -1,0 +1,114 @@
+"""``advpure sweep``: standard and robust accuracy against one numeric purifier option
+(DiffPure Fig. 3 analog for t*), one run directory per value, resumable."""
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import DefenseConfig, EvalConfig
+from .experiment import describe, run_evaluation
+from .report import pct, plot_accuracy_vs, write_run
+
+
+def _is_numeric(annotation) -> bool:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_is_numeric(a) for a in typing.get_args(annotation))
+    return annotation is float or typing.get_origin(annotation) is typing.Annotated and \
+        _is_numeric(typing.get_args(annotation)[0])
+
+
+# the purifier options a sweep can vary: the numeric fields of DefenseConfig
+SWEEPABLE = tuple(name for name, info in DefenseConfig.model_fields.items()
+                  if _is_numeric(info.annotation))
+
+
+@dataclass
+class Sweep:
+    """The swept option, its values and each run's summary (``EvalResult.summary()``)."""
+
+    param: str
+    values: list[float]
+    summaries: list[dict]
+    baseline: dict | None                 # the undefended classifier under the same attack
+
+
+def with_option(base: EvalConfig, param: str, value: float) -> EvalConfig:
+    """``base`` with ``defense.<param> = value``, validated again."""
+    data = base.model_dump()
+    data["defense"][param] = value
+    return EvalConfig.model_validate(data)
+
+
+def run_or_resume(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
+    """The summary of ``cfg``: read from ``run_dir`` if a finished run of the very same config
+    is there, otherwise evaluated and written there."""
+    results = run_dir / "results.json"
+    if results.is_file():
+        summary = json.loads(results.read_text())
+        if summary["config"] == cfg.model_dump(mode="json"):
+            tqdm.write(f"reusing {run_dir} ({describe(cfg)})")
+            return summary
+    result = run_evaluation(cfg, progress)
+    write_run(result, run_dir)
+    return result.summary()
+
+
+def run_sweep(base: EvalConfig, param: str, values: list[float], out_dir: Path,
+              baseline: bool = True, progress: bool = True) -> Sweep:
+    """Evaluate ``base`` with each value of ``defense.<param>``; writes sweep.md/json/png."""
+    if param not in SWEEPABLE:
+        raise ValueError(f"sweep: expected a numeric purifier option among "
+                         f"{', '.join(SWEEPABLE)}, found {param!r}")
+    if not values:
+        raise ValueError("sweep: expected at least one value, found none")
+    if base.defense.name == "none":
+        raise ValueError("sweep: expected a defense to sweep (e.g. diffpure), found 'none'")
+    configs = [with_option(base, param, v) for v in values]     # all validated before any run
+    summaries = [run_or_resume(cfg, out_dir / f"{param}={v:g}", progress)
+                 for cfg, v in zip(configs, values)]
+    undefended = base.model_copy(update={"defense": DefenseConfig()})
+    reference = run_or_resume(undefended, out_dir / "undefended", progress) if baseline else None
+    sweep = Sweep(param, list(values), summaries, reference)
+    write_sweep(sweep, base, out_dir)
+    return sweep
+
+
+def sweep_table(sweep: Sweep) -> str:
+    """Markdown: one row per value, accuracies as mean ± std over seeds."""
+    lines = [f"| {sweep.param} | standard accuracy | robust accuracy |", "|---|---|---|"]
+    for value, s in zip(sweep.values, sweep.summaries):
+        lines.append(f"| {value:g} | {pct(s['standard_accuracy'])} | {pct(s['robust_accuracy'])} |")
+    if sweep.baseline is not None:
+        b = sweep.baseline
+        lines.append(f"| undefended | {pct(b['standard_accuracy'])} | {pct(b['robust_accuracy'])} |")
+    return "\n".join(lines)
+
+
+def write_sweep(sweep: Sweep, base: EvalConfig, out_dir: Path) -> Path:
+    """sweep.md (table), sweep.json (the summaries) and sweep.png (accuracy against the option)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sweep.json").write_text(json.dumps(
+        {"param": sweep.param, "values": sweep.values, "runs": sweep.summaries,
+         "baseline": sweep.baseline}, indent=2) + "\n")
+    stat = {which: [s[f"{which}_accuracy"] for s in sweep.summaries]
+            for which in ("standard", "robust")}
+    baselines = {} if sweep.baseline is None else {
+        "undefended standard": sweep.baseline["standard_accuracy"]["mean"],
+        "undefended robust": sweep.baseline["robust_accuracy"]["mean"]}
+    plot_accuracy_vs(sweep.values,
+                     {"standard": [v["mean"] for v in stat["standard"]],
+                      "robust (adaptive)": [v["mean"] for v in stat["robust"]]},
+                     sweep.param, describe(base), out_dir / "sweep.png",
+                     errors={"standard": [v["std"] for v in stat["standard"]],
+                             "robust (adaptive)": [v["std"] for v in stat["robust"]]},
+                     baselines=baselines)
+    (out_dir / "sweep.md").write_text(
+        f"# Accuracy against {sweep.param}\n\n{describe(base)}, {sweep.param} varied; "
+        f"{len(base.seeds)} seed(s), mean ± sample std; {base.n} images of {base.dataset}.\n\n"
+        f"{sweep_table(sweep)}\n\n![accuracy against {sweep.param}](sweep.png)\n")
+    return out_dir
