@@ -67,11 +67,10 @@ def test_purifier_options_fail_with_clear_messages(kwargs, message):
         DiffPure(tiny_unet(), **kwargs)
 
 
-def test_ddpm_variance_option_is_checked_when_run(digits_batch):
-    x, _ = digits_batch
-    purifier = DiffPure(tiny_unet(), sampler="ddpm", ddpm_variance="large")
-    with pytest.raises(ValueError, match="expected variance in \\('posterior', 'beta'\\)"):
-        purifier(x, torch.Generator())
+def test_ddpm_variance_option_is_checked():
+    with pytest.raises(ValueError, match="ddpm_variance: expected one of posterior, beta, "
+                                         "found 'large'"):
+        DiffPure(tiny_unet(), sampler="ddpm", ddpm_variance="large")
 
 
 @pytest.mark.parametrize("sampler", ["sde", "ode", "ld", "ddpm", "ddim"])

@@ -7,6 +7,7 @@ from torch import nn
 from .._checks import check_choice, check_images, check_positive
 from ..diffusion import (SAMPLERS, DiscreteSchedule, EpsModel, NoiseSource, VPSchedule, add_noise,
                          as_noise_source, sampler_options, uniform_like)
+from ..diffusion.ddpm import DDPM_VARIANCES
 
 DEFAULT_T_STAR = 0.1    # DiffPure's CIFAR-10 setting
 
@@ -47,6 +48,8 @@ class DiffPure(nn.Module):
         self.options = sampler_options(sampler, dict(       # the sampler's own keywords
             ddpm_variance=ddpm_variance, ddim_eta=ddim_eta, ld_sigma2=ld_sigma2,
             ld_lambda=ld_lambda, ld_eta=ld_eta, ld_score_t=ld_score_t))
+        if sampler == "ddpm":
+            check_choice(self.options["variance"], DDPM_VARIANCES, "ddpm_variance")
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
                 gradient: str = "exact") -> torch.Tensor:
