@@ -13,6 +13,8 @@ app = typer.Typer(help="Diffusion-based adversarial purification and its adaptiv
                   no_args_is_help=True, pretty_exceptions_enable=False)
 train_app = typer.Typer(help="Train the embedded default's models.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+toy_app = typer.Typer(help="The papers' closed-form toy experiments.", no_args_is_help=True)
+app.add_typer(toy_app, name="toy")
 bench_app = typer.Typer(help="Benchmarks and numerical checks: print and save their figures.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -93,10 +95,11 @@ EVAL_OPTIONS = [
     ("n", int, "size of the fixed random subset"),
     ("subset_seed", int, "seed of the subset"),
     ("classifier", str, "classifier spec"),
-    ("defense", str, "none | diffpure"),
-    ("diffusion", str, "eps-model spec (diffpure)"),
+    ("defense", str, "none | diffpure | coup"),
+    ("diffusion", str, "eps-model spec (diffpure, coup)"),
     ("sampler", str, "sde | ode | ld | ddpm | ddim"),
-    ("t_star", float, "diffusion time t* (default 0.1; none for ld); ddpm/ddim: level 1000·t*"),
+    ("t_star", float, "diffusion time t* (default 0.1; none for ld; coup l2 preset 0.075); "
+                      "ddpm/ddim: level 1000·t*"),
     ("t_star_delta", float, "randomized t*: uniform on t* ± Δ, per image"),
     ("dt", float, "solver step (paper: 1e-3; ddpm/ddim: 1e-3 = every level)"),
     ("ddpm_variance", str, "ddpm: posterior (β̃, default) | beta"),
@@ -105,6 +108,13 @@ EVAL_OPTIONS = [
     ("ld_lambda", float, "ld: λ (default 0.1)"),
     ("ld_eta", float, "ld: η (default 1)"),
     ("ld_score_t", float, "ld: time at which the score 'at 0' is taken (default 1e-3)"),
+    ("guidance_scale", float, "coup: λ of the confidence guidance (default 1; 0 = w/o guidance)"),
+    ("guidance_grad", str, "coup: second_order (default) | first_order attack gradient "
+                           "through the guidance"),
+    ("guidance_classifier", str, "coup: guidance classifier spec (default: the defended one)"),
+    ("forward_noise", bool, "coup: diffuse to t* first as DiffPure does (default off; not in "
+                            "the paper)"),
+    ("preset", str, "coup: the paper's setting, linf (t* 0.1, λ 1, default) | l2 (t* 0.075)"),
     ("gradient", str, "exact | checkpoint | adjoint | bpda | surrogate | blind"),
     ("surrogate_dt", float, "solver step of the surrogate"),
     ("attack", str, "none | pgd"),
@@ -275,6 +285,27 @@ def bench_analytic(
 
     typer.echo(analytic.run(out, t_star))
     typer.echo(f"wrote {out}/analytic.md, analytic.json, analytic.png")
+
+
+@toy_app.command("coup")
+def toy_coup(
+    out: Path = typer.Option(Path("coup-toy"), help="directory for toy.md and flips.png"),
+    lambdas: str = typer.Option("0,0.5,1,2,5,10", help="guidance weights λ"),
+    noise: str = typer.Option("0,1,5,10", help="classifier noise levels c"),
+    runs: int = typer.Option(100_000, min=1, help="simulated purifications per (λ, c)"),
+    dt: float = typer.Option(1e-3, min=1e-6, help="Euler–Maruyama step"),
+    seed: int = typer.Option(0, help="seed of the Brownian paths (shared by every λ, c)"),
+    json_path: Path = typer.Option(None, "--json", help="also write the records as JSON"),
+) -> None:
+    """COUP §5.3.2 (Fig. 3b): label-flip probability of the guided reverse SDE on 1-D data."""
+    from .toys import coup
+
+    records = coup.run_toy(list(_parse_list(lambdas, float)), list(_parse_list(noise, float)),
+                           runs=runs, dt=dt, seed=seed)
+    coup.write_toy(records, out, json_path)
+    typer.echo(coup.toy_table(records))
+    typer.echo(f"exact posterior P(x0 < 0) = {coup.closed_form_flip():.4f} (λ = 0, c = 0)")
+    typer.echo(f"wrote {out}/toy.md, flips.png" + (f", {json_path}" if json_path else ""))
 
 
 def main() -> None:

@@ -4,13 +4,13 @@ from .ddpm import ddim, ddpm
 from .discrete import DiscreteSchedule
 from .langevin import langevin_sde
 from .model import EpsModel, predict_x0, score
-from .noise import FixedNoise, NoiseSource, PerSampleNoise, as_noise_source, uniform_like
+from .noise import BatchNoise, FixedNoise, NoiseSource, PerSampleNoise, as_noise_source, uniform_like
 from .samplers import (SOLVER_GRADIENTS, probability_flow_ode, reverse_sde, reverse_sde_step,
                        run_steps, time_grid)
 from .schedule import VPSchedule, add_noise
 
-__all__ = ["SAMPLERS", "SAMPLER_OPTIONS", "SOLVER_GRADIENTS", "DiscreteSchedule", "EpsModel",
-           "FixedNoise", "NoiseSource", "PerSampleNoise", "SamplerSpec", "VPSchedule",
+__all__ = ["SAMPLERS", "SAMPLER_OPTIONS", "SOLVER_GRADIENTS", "BatchNoise", "DiscreteSchedule",
+           "EpsModel", "FixedNoise", "NoiseSource", "PerSampleNoise", "SamplerSpec", "VPSchedule",
            "add_noise", "as_noise_source", "ddim", "ddpm", "langevin_sde", "predict_x0",
            "probability_flow_ode", "reverse_sde", "reverse_sde_step", "run_steps",
            "sampler_options", "score", "time_grid", "uniform_like"]

@@ -3,7 +3,8 @@
 A sampler asks its noise source for one standard-normal draw shaped like the state at each
 step. ``PerSampleNoise`` keeps one ``torch.Generator`` per sample (as EDM does), so an image's
 noise depends only on its own seed and never on how the batch was split. ``FixedNoise``
-replays pre-drawn tensors, which tests and gradient recomputation use.
+replays pre-drawn tensors, which tests and gradient recomputation use. ``BatchNoise`` is one
+generator for a whole batch of independent simulation runs.
 """
 from __future__ import annotations
 
@@ -50,6 +51,20 @@ class PerSampleNoise:
         draws = [torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype)
                  for g in self.generators]
         return torch.stack(draws).to(x.device)
+
+
+class BatchNoise:
+    """One generator for the whole batch: fast, but a sample's draw depends on the batch.
+
+    For simulations of many independent runs (the COUP toy), not for purifying images.
+    """
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype,
+                           device=self.generator.device).to(x.device)
 
 
 class FixedNoise:

@@ -7,6 +7,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFl
                       ValidationError, model_validator)
 
 from ..diffusion import SAMPLER_OPTIONS, SAMPLERS, sampler_options
+from ..purifiers import coup_settings
 from ..purifiers.diffpure import resolve_t_star
 
 
@@ -14,10 +15,18 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class DefenseConfig(Frozen):
-    """The purifier, named exactly as ``DiffPure``'s keyword arguments and the CLI flags."""
+COMMON_FIELDS = ("name", "diffusion", "t_star", "dt", "gradient", "surrogate_dt")
+PURIFIER_FIELDS: dict[str, tuple[str, ...]] = {     # each purifier's own options (beyond common)
+    "diffpure": ("sampler", "t_star_delta", *SAMPLER_OPTIONS),
+    "coup": ("guidance_scale", "guidance_grad", "guidance_classifier", "forward_noise", "preset"),
+}
 
-    name: Literal["none", "diffpure"] = "none"
+
+class DefenseConfig(Frozen):
+    """The purifier, its fields named exactly as the purifiers' keyword arguments and the CLI
+    flags. Options of another purifier than ``name`` are errors, never silently ignored."""
+
+    name: Literal["none", "diffpure", "coup"] = "none"
     diffusion: str = "builtin:digits-unet"      # eps-model spec
     sampler: Literal["sde", "ode", "ld", "ddpm", "ddim"] = "sde"
     t_star: float | None = Field(None, gt=0.0, le=1.0)   # diffusion time; None: 0.1 (ld: none)
@@ -29,6 +38,11 @@ class DefenseConfig(Frozen):
     ld_lambda: PositiveFloat | None = None      # ld: λ (default 0.1)
     ld_eta: NonNegativeFloat | None = None      # ld: η (default 1)
     ld_score_t: PositiveFloat | None = None     # ld: time of the score "at 0" (default 1e-3)
+    guidance_scale: NonNegativeFloat | None = None   # coup: λ (default 1; 0 = w/o guidance)
+    guidance_grad: Literal["second_order", "first_order"] | None = None  # coup: attack gradient
+    guidance_classifier: str | None = None      # coup: guidance spec (default: the defended one)
+    forward_noise: bool | None = None           # coup: DiffPure's forward noising first (off)
+    preset: Literal["linf", "l2"] | None = None  # coup: the paper's t*, λ (linf 0.1, l2 0.075)
     gradient: Literal["exact", "checkpoint", "adjoint", "bpda", "surrogate", "blind"] = "exact"
     surrogate_dt: PositiveFloat | None = None   # step of the cheaper purification (surrogate)
 
@@ -37,6 +51,12 @@ class DefenseConfig(Frozen):
         if (self.gradient == "surrogate") != (self.surrogate_dt is not None):
             raise ValueError("expected surrogate_dt exactly when gradient is 'surrogate', found "
                              f"gradient={self.gradient!r}, surrogate_dt={self.surrogate_dt}")
+        if self.name == "none":
+            return self
+        self._only_own_options()
+        if self.name == "coup":
+            coup_settings(self.t_star, self.guidance_scale, self.preset)
+            return self
         if self.gradient == "adjoint" and SAMPLERS[self.sampler].time == "discrete":
             raise ValueError("gradient 'adjoint' needs a continuous-time sampler (sde, ode, ld), "
                              f"found sampler {self.sampler!r}")
@@ -44,12 +64,27 @@ class DefenseConfig(Frozen):
         sampler_options(self.sampler, self.sampler_option_values())
         return self
 
+    def _only_own_options(self) -> None:
+        own = set(COMMON_FIELDS) | set(PURIFIER_FIELDS[self.name])
+        defaults = DefenseConfig.model_fields
+        stray = [f"{f}={getattr(self, f)!r}" for f in defaults
+                 if f not in own and getattr(self, f) != defaults[f].default]
+        if stray:
+            raise ValueError(f"purifier {self.name!r} takes no option {', '.join(stray)} (options: "
+                             f"{', '.join(f for f in PURIFIER_FIELDS[self.name])})")
+
     def sampler_option_values(self) -> dict[str, object]:
         """The sampler options as given (None = the sampler's default)."""
         return {name: getattr(self, name) for name in SAMPLER_OPTIONS}
 
     def purifier_kwargs(self, **overrides) -> dict[str, object]:
-        """Keyword arguments of ``DiffPure`` (after the eps-model)."""
+        """Keyword arguments of the purifier (after the eps-model and, for COUP, the guidance
+        classifier); options left at None take the purifier's own defaults."""
+        if self.name == "coup":
+            given = dict(t_star=self.t_star, guidance_scale=self.guidance_scale, dt=self.dt,
+                         forward_noise=self.forward_noise, guidance_grad=self.guidance_grad,
+                         preset=self.preset)
+            return {k: v for k, v in given.items() if v is not None} | overrides
         return dict(t_star=self.t_star, dt=self.dt, sampler=self.sampler,
                     t_star_delta=self.t_star_delta, **self.sampler_option_values()) | overrides
 

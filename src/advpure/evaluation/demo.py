@@ -64,10 +64,11 @@ def save_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path:
     index = result.subset_indices[:n_images]
     clean, labels = x_all[index], y_all[index]
     x_adv = torch.cat(result.per_seed[0].x_adv)[:n_images]
-    purifier = build_purifier(cfg.defense)
+    classifier = load_classifier(cfg.classifier)
+    purifier = build_purifier(cfg.defense, classifier)
     with torch.no_grad():
         purified = purifier(x_adv, torch.Generator().manual_seed(0))
-        predicted = load_classifier(cfg.classifier)(purified).argmax(1)
+        predicted = classifier(purified).argmax(1)
     captions = {"clean": [f"label {int(v)}" for v in labels],
                 "purified": [f"pred. {int(v)}" for v in predicted]}
     return save_image_grid({"clean": clean, "adversarial": x_adv, "purified": purified}, path,

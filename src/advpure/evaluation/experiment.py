@@ -13,15 +13,26 @@ from .. import data
 from ..attacks import pgd
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
-from ..purifiers import DiffPure
+from ..purifiers import COUP, DiffPure, coup_settings
 from .config import AttackConfig, DefenseConfig, EvalConfig
 
 
-def build_purifier(cfg: DefenseConfig) -> nn.Module | None:
-    """The configured purifier, or None for no defense."""
+def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
+                   eps_model: nn.Module | None = None, **overrides) -> nn.Module | None:
+    """The configured purifier, or None for no defense.
+
+    ``classifier`` is the defended classifier, COUP's guidance classifier unless the config
+    names another; ``eps_model`` reuses an already loaded diffusion model; ``overrides``
+    replace purifier options (the surrogate's dt).
+    """
     if cfg.name == "none":
         return None
-    return DiffPure(load_diffusion(cfg.diffusion), **cfg.purifier_kwargs())
+    eps_model = load_diffusion(cfg.diffusion) if eps_model is None else eps_model
+    if cfg.name == "coup":
+        guide = classifier if cfg.guidance_classifier is None else \
+            load_classifier(cfg.guidance_classifier)
+        return COUP(eps_model, guide, **cfg.purifier_kwargs(**overrides))
+    return DiffPure(eps_model, **cfg.purifier_kwargs(**overrides))
 
 
 @dataclass
@@ -33,12 +44,12 @@ class Defense:
     surrogate: nn.Module | None
 
     @classmethod
-    def build(cls, cfg: DefenseConfig) -> Defense:
+    def build(cls, cfg: DefenseConfig, classifier: nn.Module) -> Defense:
         """The purifier, and for gradient='surrogate' the same one with step surrogate_dt."""
-        purifier = build_purifier(cfg)
+        purifier = build_purifier(cfg, classifier)
         surrogate = None
         if purifier is not None and cfg.surrogate_dt is not None:
-            surrogate = DiffPure(purifier.model, **cfg.purifier_kwargs(dt=cfg.surrogate_dt))
+            surrogate = build_purifier(cfg, classifier, purifier.model, dt=cfg.surrogate_dt)
         return cls(cfg, purifier, surrogate)
 
     def model(self, classifier: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -142,16 +153,22 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
     x, y, indices = data.fixed_subset(x_all, y_all, cfg.n, cfg.subset_seed)
     classifier = load_classifier(cfg.classifier)
-    defense = Defense.build(cfg.defense)
+    defense = Defense.build(cfg.defense, classifier)
     with tqdm(total=len(y) * len(cfg.seeds), desc=describe(cfg), disable=not progress) as bar:
         per_seed = [evaluate_seed(cfg, defense, classifier, x, y, s, bar) for s in cfg.seeds]
     return EvalResult(cfg, per_seed, indices.tolist())
 
 
 def describe_defense(d: DefenseConfig) -> str:
-    """'diffpure-ddim(t*=0.1±0.02, dt=0.01, ddim_eta=0.5)': the sampler and what was set."""
+    """'diffpure-ddim(t*=0.1±0.02, dt=0.01, ddim_eta=0.5) [checkpoint gradient]': the purifier,
+    what was set, and the gradient mode unless exact."""
     if d.name == "none":
         return "none"
+    body = _describe_coup(d) if d.name == "coup" else _describe_diffpure(d)
+    return body if d.gradient == "exact" else f"{body} [{d.gradient} gradient]"
+
+
+def _describe_diffpure(d: DefenseConfig) -> str:
     sampler = "" if d.sampler == "sde" else f"-{d.sampler}"
     parts = [] if d.t_star is None and d.sampler == "ld" else [f"t*={d.t_star or 0.1:g}"]
     if d.t_star_delta:
@@ -159,8 +176,19 @@ def describe_defense(d: DefenseConfig) -> str:
     parts.append(f"dt={d.dt:g}")
     parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
               for k, v in d.sampler_option_values().items() if v is not None]
-    gradient = "" if d.gradient == "exact" else f" [{d.gradient} gradient]"
-    return f"diffpure{sampler}({', '.join(parts)}){gradient}"
+    return f"diffpure{sampler}({', '.join(parts)})"
+
+
+def _describe_coup(d: DefenseConfig) -> str:
+    t_star, scale = coup_settings(d.t_star, d.guidance_scale, d.preset)
+    parts = [f"t*={t_star:g}", f"λ={scale:g}", f"dt={d.dt:g}"]
+    if d.forward_noise:
+        parts.append("forward noise")
+    if d.guidance_grad == "first_order":
+        parts.append("first-order guidance gradient")
+    if d.guidance_classifier is not None:
+        parts.append(f"guided by {d.guidance_classifier}")
+    return f"coup({', '.join(parts)})"
 
 
 def describe(cfg: EvalConfig) -> str:

@@ -1,4 +1,5 @@
 """Purifiers: nn.Modules mapping [0, 1] images to purified [0, 1] images."""
+from .coup import COUP, COUP_PRESETS, coup_settings
 from .diffpure import DiffPure
 
-__all__ = ["DiffPure"]
+__all__ = ["COUP", "COUP_PRESETS", "DiffPure", "coup_settings"]

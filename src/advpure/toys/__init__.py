@@ -1,0 +1,1 @@
+"""Small closed-form experiments from the papers (``advpure toy``)."""
