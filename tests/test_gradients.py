@@ -8,7 +8,9 @@ from advpure import PurifiedClassifier
 from advpure.diffusion import (DiscreteSchedule, PerSampleNoise, VPSchedule, ddim, ddpm,
                                langevin_sde, probability_flow_ode, reverse_sde)
 from advpure.diffusion.analytic import GaussianEps, discretised_gradient, posterior_gradient
+from advpure.guidance import ConfidenceGuidedEps, FromCentered
 from advpure.purifiers import DiffPure
+from advpure.training.common import init_weights
 from conftest import tiny_cnn, tiny_unet
 
 STARTS = torch.tensor([0.1, 0.07, 0.04], dtype=torch.float64)   # randomized t* of 3 samples
@@ -28,9 +30,19 @@ SAMPLERS = {
     "ddim": lambda x, model, noise, gradient: ddim(
         model, x, DiscreteSchedule(), t_start=0.1, dt=0.025, noise=noise, gradient=gradient,
         eta=0.5),
+    "coup_guided_sde": lambda x, model, noise, gradient: reverse_sde(
+        guided(model), x, VPSchedule(), t_start=0.1, dt=0.025, noise=noise, gradient=gradient),
 }
 CONTINUOUS_TIME = {"reverse_sde", "probability_flow_ode", "reverse_sde_randomized_t*",
-                   "langevin_sde"}      # samplers that have an adjoint
+                   "langevin_sde", "coup_guided_sde"}      # samplers that have an adjoint
+
+
+def guided(model):
+    """The COUP score s_θ + λ∇log max p̂ (second order) with a tiny smooth classifier."""
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.Tanh(),
+                                     torch.nn.Linear(16, 10))
+    init_weights(classifier, torch.Generator().manual_seed(5))
+    return ConfidenceGuidedEps(model, FromCentered(classifier.double()), VPSchedule(), 2.0)
 
 
 def sampler_gradient(sampler, gradient, x, weights):
@@ -65,17 +77,20 @@ def test_solver_gradient_modes(sampler, gradient, state):
     assert rel <= 1e-6, rel
 
 
-@pytest.mark.parametrize("sampler", ["reverse_sde", "langevin_sde"])
+@pytest.mark.parametrize("sampler", ["reverse_sde", "langevin_sde", "coup_guided_sde"])
 def test_adjoint_converges_to_exact_on_the_same_noise_as_dt_shrinks(sampler, state):
     x, weights = state
     run = {"reverse_sde": lambda x, dt, gradient: reverse_sde(
                tiny_unet(torch.float64), x, VPSchedule(), t_start=0.1, dt=dt,
                noise=PerSampleNoise.from_seeds([1, 2, 3]), gradient=gradient),
+           "coup_guided_sde": lambda x, dt, gradient: reverse_sde(
+               guided(tiny_unet(torch.float64)), x, VPSchedule(), t_start=0.1, dt=dt,
+               noise=PerSampleNoise.from_seeds([1, 2, 3]), gradient=gradient),
            "langevin_sde": lambda x, dt, gradient: langevin_sde(
                tiny_unet(torch.float64), x, VPSchedule(), dt=dt, sigma2=0.5, score_t=0.05,
                noise=PerSampleNoise.from_seeds([1, 2, 3]), gradient=gradient)}[sampler]
     errors = []
-    for dt in (0.005, 0.001) if sampler == "reverse_sde" else (0.05, 0.01):
+    for dt in (0.05, 0.01) if sampler == "langevin_sde" else (0.005, 0.001):
         grads = {}
         for gradient in ("exact", "adjoint"):
             xg = x.clone().requires_grad_(True)
