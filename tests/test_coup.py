@@ -92,20 +92,20 @@ def attack_gradient(guidance_grad: str, gradient: str = "exact") -> torch.Tensor
 
 def test_second_order_attack_gradient_matches_float64_finite_differences():
     f, x = coup_loss("second_order")
-    grad = attack_gradient("second_order")
+    grads = {order: attack_gradient(order) for order in ("second_order", "first_order")}
     g = torch.Generator().manual_seed(4)
     for _ in range(3):
         v = torch.randn(x.shape, generator=g, dtype=torch.float64)
-        fd = (f(x + 1e-6 * v) - f(x - 1e-6 * v)) / 2e-6
-        assert float((grad * v).sum()) == pytest.approx(float(fd), rel=1e-6, abs=1e-9)
+        fd = float((f(x + 1e-6 * v) - f(x - 1e-6 * v)) / 2e-6)
+        error = {order: abs(float((grad * v).sum()) - fd) for order, grad in grads.items()}
+        assert error["second_order"] <= 1e-6 * abs(fd) + 1e-9, error
+        # the first-order gradient misses the Hessian term: off by orders of magnitude more
+        assert error["first_order"] > 1e3 * error["second_order"] + 1e-6 * abs(fd), error
 
 
-def test_first_order_attack_gradient_drops_the_hessian_term():
-    second, first = attack_gradient("second_order"), attack_gradient("first_order")
+def test_without_guidance_the_classifier_is_never_called():
     unguided = COUP(tiny_unet(torch.float64), smooth_classifier(), guidance_scale=0.0)
-    assert unguided.guided is unguided.model          # λ = 0 never calls the classifier
-    rel = float((first - second).norm() / second.norm())
-    assert rel > 1e-3, rel                             # the Hessian term matters at λ = 4
+    assert unguided.guided is unguided.model
 
 
 @pytest.mark.parametrize("guidance_grad", ["second_order", "first_order"])
