@@ -218,3 +218,36 @@ def test_evaluate_runs_coup_with_a_preset(tmp_path):
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["config"]["defense"]["preset"] == "l2"
     assert "coup(t*=0.075, λ=1, dt=0.025, first-order guidance gradient)" in result.output
+
+
+def test_apgd_leaves_the_global_random_state_alone_and_stays_in_the_ball(digits_batch):
+    from advpure.attacks import apgd
+
+    x, y = digits_batch
+    classifier = tiny_cnn()
+    before = torch.random.get_rng_state()
+    x_adv = apgd(classifier, x, y, eps=0.1, steps=5, seed=3)
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    torch.testing.assert_close(apgd(classifier, x, y, eps=0.1, steps=5, seed=3), x_adv)
+
+
+def test_case_study_records_both_paths_for_the_bad_cases(tmp_path):
+    from advpure.evaluation.coup_case import (CaseStudySettings, run_case_study,
+                                              write_case_study)
+
+    result = run_case_study(CaseStudySettings(n=24, steps=5, eps=0.3, dt=0.02))
+    assert 0 <= result["fixed_by_guidance"] <= result["bad_cases"] <= result["clean_correct"] <= 24
+    assert result["bad_cases"] > 0
+    paths = result["mean_confidence"]
+    assert set(paths) == {"without guidance", "with guidance"}
+    for curves in paths.values():
+        assert set(curves) == {"y_true", "y_adv"}
+        assert all(len(v) == 6 for v in curves.values())       # the input + 5 steps of 0.02
+    for label in ("y_true", "y_adv"):                           # both paths start at x_adv
+        assert paths["with guidance"][label][0] == paths["without guidance"][label][0]
+    # the unguided noise-free path ends on the adversarial label: that is what a bad case is
+    assert paths["without guidance"]["y_adv"][-1] > paths["without guidance"]["y_true"][-1]
+    report = write_case_study(result, tmp_path)
+    assert "bad cases" in report and (tmp_path / "confidence.png").stat().st_size > 0

@@ -82,7 +82,8 @@ def run_case_study(settings: CaseStudySettings) -> dict:
         guided_pred = NoiseFreeDefense(guided, classifier)(x_adv).argmax(1)
     bad = clean_ok & (y_adv != y)
     labels = {"y_true": y[bad], "y_adv": y_adv[bad]}
-    paths = {name: confidence_path(purifier, classifier, x_adv[bad], labels)
+    paths = {name: confidence_path(purifier, classifier, x_adv[bad], labels) if bad.any() else
+             {label: torch.empty(0, 0) for label in labels}
              for name, purifier in (("without guidance", unguided), ("with guidance", guided))}
     return {"settings": asdict(s), "images": s.n, "clean_correct": int(clean_ok.sum()),
             "bad_cases": int(bad.sum()),
@@ -122,20 +123,28 @@ def write_case_study(result: dict, out_dir: Path) -> str:
     """case_study.json, confidence.png and case_study.md; returns the Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "case_study.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot_case_study(result, out_dir / "confidence.png")
-    s, conf = result["settings"], result["mean_confidence"]
-    final = {run: {label: v[-1] for label, v in curves.items()} for run, curves in conf.items()}
+    s = result["settings"]
     report = (
         "# COUP case study: classifier confidence along the purification path (COUP Fig. 2a)\n\n"
         f"{s['dataset']}, {result['images']} test images, APGD-CE ({s['steps']} iterations, "
         f"ℓ∞ ε = {s['eps']:g}) against COUP w/o guidance (t* = {s['t_star']:g}, dt = {s['dt']:g}, "
         "Brownian term off). Clean images classified correctly: "
         f"{result['clean_correct']}; bad cases: {result['bad_cases']}; of those, guidance "
-        f"(λ = {s['guidance_scale']:g}) classifies {result['fixed_by_guidance']} correctly.\n\n"
-        "| path | p̂(y_true) at the input | at the end | p̂(y_adv) at the input | at the end |\n"
-        "|---|---|---|---|---|\n" + "\n".join(
-            f"| {run} | {conf[run]['y_true'][0]:.3f} | {final[run]['y_true']:.3f} | "
-            f"{conf[run]['y_adv'][0]:.3f} | {final[run]['y_adv']:.3f} |" for run in conf)
-        + "\n\n![confidence along the path](confidence.png)\n")
+        f"(λ = {s['guidance_scale']:g}) classifies {result['fixed_by_guidance']} correctly.\n\n")
+    if result["bad_cases"] == 0:
+        report += "No bad cases, so there is no path to plot: try a larger ε or more steps.\n"
+    else:
+        plot_case_study(result, out_dir / "confidence.png")
+        report += confidence_table(result["mean_confidence"]) + \
+            "\n\n![confidence along the path](confidence.png)\n"
     (out_dir / "case_study.md").write_text(report)
     return report
+
+
+def confidence_table(conf: dict) -> str:
+    """Markdown: mean p̂(y_true), p̂(y_adv) at the input and at the end of each path."""
+    lines = ["| path | p̂(y_true) at the input | at the end | p̂(y_adv) at the input | at the end |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {run} | {c['y_true'][0]:.3f} | {c['y_true'][-1]:.3f} | {c['y_adv'][0]:.3f} | "
+              f"{c['y_adv'][-1]:.3f} |" for run, c in conf.items()]
+    return "\n".join(lines)
