@@ -12,18 +12,10 @@ from advpure import PurifiedClassifier
 from advpure.cli import app
 from advpure.diffusion import FixedNoise, PerSampleNoise, VPSchedule, reverse_sde
 from advpure.evaluation import DefenseConfig
-from advpure.guidance import ConfidenceGuidedEps, FromCentered
+from advpure.guidance import ConfidenceGuidance, FromCentered, GuidedEps
 from advpure.purifiers import COUP, DiffPure
 from advpure.toys.coup import NoisyMixtureClassifier, closed_form_flip, flip_probabilities
-from advpure.training.common import init_weights
-from conftest import tiny_cnn, tiny_unet
-
-
-def smooth_classifier(dtype=torch.float64) -> torch.nn.Module:
-    """A tiny twice-differentiable classifier of 8×8 images (tanh, no ReLU kinks)."""
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.Tanh(),
-                              torch.nn.Linear(16, 10))
-    return init_weights(net, torch.Generator().manual_seed(5)).to(dtype)
+from conftest import check_second_order_gradient, smooth_classifier, tiny_cnn, tiny_unet
 
 
 def noise_draws(n: int, shape, seed: int = 0, dtype=torch.float64) -> list[torch.Tensor]:
@@ -57,7 +49,7 @@ def test_the_guided_step_shifts_the_mean_by_beta_h_lambda_grad_log_confidence(sc
     x_t = torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64)
     z = torch.randn(x_t.shape, generator=g, dtype=torch.float64)
     model, classifier, schedule = tiny_unet(torch.float64), smooth_classifier(), VPSchedule()
-    guided = ConfidenceGuidedEps(model, FromCentered(classifier), schedule, scale)
+    guided = GuidedEps(model, ConfidenceGuidance(FromCentered(classifier)), schedule, scale)
     t, h = 0.1, 0.01
     plain = reverse_sde(model, x_t, schedule, t_start=t, t_end=t - h, dt=h, noise=FixedNoise([z]))
     shifted = reverse_sde(guided, x_t, schedule, t_start=t, t_end=t - h, dt=h,
@@ -93,14 +85,7 @@ def attack_gradient(guidance_grad: str, gradient: str = "exact") -> torch.Tensor
 def test_second_order_attack_gradient_matches_float64_finite_differences():
     f, x = coup_loss("second_order")
     grads = {order: attack_gradient(order) for order in ("second_order", "first_order")}
-    g = torch.Generator().manual_seed(4)
-    for _ in range(3):
-        v = torch.randn(x.shape, generator=g, dtype=torch.float64)
-        fd = float((f(x + 1e-6 * v) - f(x - 1e-6 * v)) / 2e-6)
-        error = {order: abs(float((grad * v).sum()) - fd) for order, grad in grads.items()}
-        assert error["second_order"] <= 1e-6 * abs(fd) + 1e-9, error
-        # the first-order gradient misses the Hessian term: off by orders of magnitude more
-        assert error["first_order"] > 1e3 * error["second_order"] + 1e-6 * abs(fd), error
+    check_second_order_gradient(f, x, grads)
 
 
 def test_without_guidance_the_classifier_is_never_called():

@@ -8,10 +8,9 @@ from advpure import PurifiedClassifier
 from advpure.diffusion import (DiscreteSchedule, PerSampleNoise, VPSchedule, ddim, ddpm,
                                langevin_sde, probability_flow_ode, reverse_sde)
 from advpure.diffusion.analytic import GaussianEps, discretised_gradient, posterior_gradient
-from advpure.guidance import ConfidenceGuidedEps, FromCentered
+from advpure.guidance import ConfidenceGuidance, FromCentered, GuidedEps
 from advpure.purifiers import DiffPure
-from advpure.training.common import init_weights
-from conftest import tiny_cnn, tiny_unet
+from conftest import smooth_classifier, tiny_cnn, tiny_unet
 
 STARTS = torch.tensor([0.1, 0.07, 0.04], dtype=torch.float64)   # randomized t* of 3 samples
 # every sampler that exists, as (x_t, model, noise, gradient) -> x_0; new samplers join here
@@ -39,10 +38,8 @@ CONTINUOUS_TIME = {"reverse_sde", "probability_flow_ode", "reverse_sde_randomize
 
 def guided(model):
     """The COUP score s_θ + λ∇log max p̂ (second order) with a tiny smooth classifier."""
-    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.Tanh(),
-                                     torch.nn.Linear(16, 10))
-    init_weights(classifier, torch.Generator().manual_seed(5))
-    return ConfidenceGuidedEps(model, FromCentered(classifier.double()), VPSchedule(), 2.0)
+    return GuidedEps(model, ConfidenceGuidance(FromCentered(smooth_classifier())), VPSchedule(),
+                     2.0)
 
 
 def sampler_gradient(sampler, gradient, x, weights):

@@ -81,6 +81,50 @@ def train_diffusion_cmd(
     typer.echo(f"wrote {path}")
 
 
+@train_app.command("guidance")
+def train_guidance_cmd(
+    out: Path = typer.Option(..., help="checkpoint stem: writes <out>.safetensors and <out>.json"),
+    dataset: str = typer.Option("digits", help="digits | cifar10 | cifar100"),
+    data_root: Path = typer.Option(None, help="directory of a local CIFAR copy"),
+    trades_lambda: float = typer.Option(6.0, help="λ of AGDM Eq. 6 (robustness weight)"),
+    eps: float = typer.Option(0.2, help="ℓ∞ budget of the inner maximisation (CIFAR-10: 8/255)"),
+    inner_steps: int = typer.Option(10, help="TRADES ascent steps (size ε/4)"),
+    init: str = typer.Option(None, help="fine-tune this classifier spec instead of training "
+                                        "from scratch"),
+    steps: int = typer.Option(3000, help="optimizer steps"),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(1e-3),
+    width: int = typer.Option(32, help="SmallCNN width (from scratch)"),
+    seed: int = typer.Option(0),
+    eval_steps: int = typer.Option(20, help="PGD steps of the robust-accuracy check at ε"),
+) -> None:
+    """Train AGDM's robust guidance classifier φ (TRADES: CE + λ·max KL, AGDM Eq. 6)."""
+    from . import data
+    from .models import load_classifier, save_checkpoint
+    from .models.checkpoint import read_checkpoint_config
+    from .models.registry import resolve_spec
+    from .training import GuidanceTraining, train_guidance
+    from .training.guidance import clean_and_robust_accuracy
+
+    cfg = GuidanceTraining(steps=steps, batch_size=batch_size, lr=lr, width=width, seed=seed,
+                           trades_lambda=trades_lambda, eps=eps, inner_steps=inner_steps)
+    x, y = data.load(dataset, "train", root=data_root)
+    start = None
+    if init is not None:
+        start = (load_classifier(init), read_checkpoint_config(resolve_spec(init, "classifier"))
+                 ["config"])
+    model, config, history = train_guidance(x, y, cfg, start)
+    x_test, y_test = data.load(dataset, "test", root=data_root)
+    clean, robust = clean_and_robust_accuracy(model, x_test, y_test, eps, eval_steps)
+    meta = {"dataset": dataset, "training": vars(cfg), "init": init, "test_accuracy": clean,
+            f"test_robust_accuracy_pgd{eval_steps}": robust,
+            "final_loss": history[-1] if history else None, "command": _command_line()}
+    path = save_checkpoint(model, out, family="small-cnn", kind="classifier", config=config,
+                           meta=meta)
+    typer.echo(f"test accuracy {clean:.2%}, robust (PGD-{eval_steps}, ε = {eps:g}) {robust:.2%}; "
+               f"wrote {path}")
+
+
 def _parse_seeds(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in text.split(","))
@@ -97,23 +141,27 @@ EVAL_OPTIONS = [
     ("n", int, "size of the fixed random subset"),
     ("subset_seed", int, "seed of the subset"),
     ("classifier", str, "classifier spec"),
-    ("defense", str, "none | diffpure | coup"),
-    ("diffusion", str, "eps-model spec (diffpure, coup)"),
+    ("defense", str, "none | diffpure | coup | agdm"),
+    ("diffusion", str, "eps-model spec"),
     ("sampler", str, "sde | ode | ld | ddpm | ddim"),
-    ("t_star", float, "diffusion time t* (default 0.1; none for ld; coup l2 preset 0.075); "
-                      "ddpm/ddim: level 1000·t*"),
+    ("t_star", float, "diffusion time t* (default 0.1; none for ld; coup l2 preset 0.075; "
+                      "agdm 0.07); ddpm/ddim/agdm: level 1000·t*"),
     ("t_star_delta", float, "randomized t*: uniform on t* ± Δ, per image"),
     ("dt", float, "solver step (paper: 1e-3; ddpm/ddim: 1e-3 = every level)"),
-    ("ddpm_variance", str, "ddpm: posterior (β̃, default) | beta"),
+    ("ddpm_variance", str, "ddpm, agdm: posterior (β̃, default) | beta"),
     ("ddim_eta", float, "ddim: η (default 0)"),
     ("ld_sigma2", float, "ld: σ² (default 100)"),
     ("ld_lambda", float, "ld: λ (default 0.1)"),
     ("ld_eta", float, "ld: η (default 1)"),
     ("ld_score_t", float, "ld: time at which the score 'at 0' is taken (default 1e-3)"),
-    ("guidance_scale", float, "coup: λ of the confidence guidance (default 1; 0 = w/o guidance)"),
-    ("guidance_grad", str, "coup: second_order (default) | first_order attack gradient "
+    ("guidance_scale", float, "coup: λ, agdm: s of the guidance (default 1; 0 = unguided)"),
+    ("guidance_grad", str, "coup, agdm: second_order (default) | first_order attack gradient "
                            "through the guidance"),
-    ("guidance_classifier", str, "coup: guidance classifier spec (default: the defended one)"),
+    ("guidance_classifier", str, "coup: guidance classifier (default: the defended one); agdm: "
+                                 "the robust φ (default builtin:digits-guidance)"),
+    ("guidance_distance", str, "agdm: D between softmax outputs, kl (default) | reverse_kl | l2"),
+    ("guidance_label", str, "agdm: ŷ from φ on the input (default) | on the state x_t"),
+    ("form", str, "agdm: discrete (Algorithm 1, DDPM; default) | continuous (Eq. 18, VP-SDE)"),
     ("forward_noise", bool, "coup: diffuse to t* first as DiffPure does (default off; not in "
                             "the paper)"),
     ("preset", str, "coup: the paper's setting, linf (t* 0.1, λ 1, default) | l2 (t* 0.075)"),
@@ -209,21 +257,25 @@ def evaluate(
 @with_eval_options
 def sweep(
     param: str = typer.Option("t_star", help="the purifier option to vary, e.g. t_star, dt, "
-                              "t_star_delta, ddim_eta, ld_sigma2"),
-    values: str = typer.Option(..., help="comma-separated values, e.g. 0.025,0.05,0.1,0.2"),
+                              "t_star_delta, ddim_eta, guidance_scale, or a model: "
+                              "guidance_classifier, diffusion"),
+    values: str = typer.Option(..., help="comma-separated values, e.g. 0.025,0.05,0.1,0.2 "
+                               "(model specs for a model)"),
     out: Path = typer.Option(Path("runs/sweep"), help="directory: one run per value, sweep.md, "
                              "sweep.json, sweep.png"),
     baseline: bool = typer.Option(True, help="also evaluate the undefended classifier"),
     config=None,
 ) -> None:
-    """Standard and robust accuracy against one numeric purifier option (DiffPure Fig. 3).
+    """Standard and robust accuracy against one purifier option (DiffPure Fig. 3) or model
+    (AGDM Fig. 3c: one trained φ per value).
 
     Finished runs in --out with the same config are reused: an interrupted sweep resumes.
     """
-    from .evaluation.sweep import run_sweep, sweep_table
+    from .evaluation.sweep import MODEL_SWEEPABLE, run_sweep, sweep_table
 
+    kind = str if param in MODEL_SWEEPABLE else float
     try:
-        result = run_sweep(config, param, list(_parse_list(values, float)), out, baseline)
+        result = run_sweep(config, param, list(_parse_list(values, kind)), out, baseline)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(sweep_table(result))

@@ -70,15 +70,18 @@ class ReverseVPSDE(torch.nn.Module):
     drift f(s, y) = β(t)(½ y + s_θ(y, t)), diffusion g(s, y) = √β(t) (diagonal, Itô);
     with ``ode=True`` the probability-flow ODE: f = ½β(t)(y + s_θ(y, t)), g = 0 (Eq. 28).
     With per-sample ``starts`` (randomized t*), f = g = 0 for a sample until t ≤ starts[i].
+    ``context``: extra inputs of a guided eps-model, ``model(x, t, *context)``.
     """
 
     noise_type = "diagonal"
     sde_type = "ito"
 
     def __init__(self, model: EpsModel, schedule: VPSchedule, shape: torch.Size, t_start: float,
-                 ode: bool = False, starts: torch.Tensor | None = None):
+                 ode: bool = False, starts: torch.Tensor | None = None,
+                 context: tuple[torch.Tensor, ...] = ()):
         super().__init__()
         self.model, self.schedule, self.shape, self.t_start = model, schedule, shape, t_start
+        self.context = context
         self.score_weight = 0.5 if ode else 1.0    # the probability-flow ODE halves the score
         self.ode = ode                             # and has no diffusion (Eq. 28)
         self.starts = starts
@@ -92,7 +95,7 @@ class ReverseVPSDE(torch.nn.Module):
         x = y.view(self.shape)
         t = (self.t_start - s).to(y.dtype).expand(self.shape[0])
         beta = self.schedule.beta(t).to(y.dtype)[:, None]
-        s_theta = score(self.model, x, t, self.schedule).flatten(1)
+        s_theta = score(self.model, x, t, self.schedule, *self.context).flatten(1)
         return self._active(float(t[0]), y) * beta * (0.5 * y + self.score_weight * s_theta)
 
     def g(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -121,11 +124,13 @@ def solve_adjoint(sde: torch.nn.Module, x: torch.Tensor, span: float, dt: float,
 
 def reverse_sde_adjoint(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *,
                         t_start: float, t_end: float, dt: float, noise: NoiseSource,
-                        ode: bool = False, starts: torch.Tensor | None = None) -> torch.Tensor:
+                        ode: bool = False, starts: torch.Tensor | None = None,
+                        context: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
     """x(t_end) from x(t_start) by Euler–Maruyama in torchsde, gradients by the adjoint SDE.
 
     Like DiffPure, the solve stops at t = T_EPS = 1e-5 rather than 0: the adjoint SDE evaluates
     the drift at the end time, where σ(0) = 0 would divide the score by zero.
     """
-    sde = ReverseVPSDE(model, schedule, x.shape, t_start, ode=ode, starts=starts)
-    return solve_adjoint(sde, x, t_start - max(t_end, T_EPS), dt, noise)
+    sde = ReverseVPSDE(model, schedule, x.shape, t_start, ode=ode, starts=starts, context=context)
+    params = tuple(c for c in context if c.is_floating_point())    # labels are not differentiated
+    return solve_adjoint(sde, x, t_start - max(t_end, T_EPS), dt, noise, params)

@@ -7,6 +7,8 @@ al.'s β_n and α_n. The model is called at continuous time t = n / N (see ``dis
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .discrete import DiscreteSchedule
@@ -32,21 +34,31 @@ def _eps(model: EpsModel, x: torch.Tensor, t: float) -> torch.Tensor:
     return model(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))
 
 
-def ddpm_step(model: EpsModel, schedule: DiscreteSchedule, variance: str = "posterior") -> Step:
+Guidance = Callable[..., torch.Tensor]     # guidance(x, *context) -> a gradient shaped like x
+
+
+def ddpm_step(model: EpsModel, schedule: DiscreteSchedule, variance: str = "posterior",
+              guidance: Guidance | None = None, guidance_scale: float = 1.0) -> Step:
     """One ancestral step x_n → x_p (Ho et al. 2020, Algorithm 2, Eqs. 6–7 and 11):
 
         μ = (x − β/√(1 − ᾱ_n) · ε_θ(x, n)) / √α
         x_p = μ + σ z,  σ² = β̃ = (1 − ᾱ_p)/(1 − ᾱ_n) · β  ("posterior")  or  σ² = β  ("beta")
 
     No noise is added on the step into level 0, for either variance (as DDPM's code does).
+    With ``guidance`` the mean is shifted by s·Σ·guidance(x_n, *context), Σ = σ² I (classifier
+    guidance, Dhariwal & Nichol 2021 Algorithm 1; AGDM Algorithm 1), the gradient taken at x_n.
+    With the posterior variance β̃ = 0 on the step into level 0, so that step is unguided.
     """
-    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
+             *context: torch.Tensor) -> torch.Tensor:
         a_n, a_p = _coefficients(schedule, t, t_next)
         alpha, beta = a_n / a_p, 1.0 - a_n / a_p
         mean = (x - beta / (1.0 - a_n) ** 0.5 * _eps(model, x, t)) / alpha ** 0.5   # Eq. 11
+        var = beta if variance == "beta" else (1.0 - a_p) / (1.0 - a_n) * beta    # Eqs. 6–7
+        if guidance is not None and var > 0.0:
+            mean = mean + guidance_scale * var * guidance(x, *context)             # μ + sΣg
         if a_p == 1.0:                                                             # level 0
             return mean
-        var = beta if variance == "beta" else (1.0 - a_p) / (1.0 - a_n) * beta    # Eqs. 6–7
         return mean + var ** 0.5 * z
     return step
 
@@ -74,18 +86,22 @@ def ddim_step(model: EpsModel, schedule: DiscreteSchedule, eta: float = 0.0) -> 
 def ddpm(model: EpsModel, x: torch.Tensor, schedule: DiscreteSchedule, *, t_start: float,
          t_end: float = 0.0, dt: float = 1e-3, noise: NoiseSource, gradient: str = "exact",
          callback: Callback | None = None, starts: torch.Tensor | None = None,
-         variance: str = "posterior") -> torch.Tensor:
+         variance: str = "posterior", guidance: Guidance | None = None,
+         guidance_scale: float = 1.0, context: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
     """DDPM ancestral sampling from level round(N·t_start) to round(N·t_end), ≈ dt per step.
 
     ``dt = 1/N`` visits every level; a larger dt respaces. ``variance``: 'posterior' (β̃, the
     default; guided-diffusion's 'fixedsmall') or 'beta' (β, 'fixedlarge'). ``starts``: optional
     per-sample start times on the level grid (randomized t*), as in ``reverse_sde``.
+    ``guidance``: a mean shift s·Σ·guidance(x, *context) per step (see ``ddpm_step``);
+    ``context`` tensors are differentiated like the state.
     """
     _refuse_adjoint("ddpm", gradient)
     if variance not in DDPM_VARIANCES:
         raise ValueError(f"ddpm: expected variance in {DDPM_VARIANCES}, found {variance!r}")
-    return run_steps(ddpm_step(model, schedule, variance), x, schedule.grid(t_start, t_end, dt),
-                     noise, gradient=gradient, callback=callback, starts=starts)
+    step = ddpm_step(model, schedule, variance, guidance, guidance_scale)
+    return run_steps(step, x, schedule.grid(t_start, t_end, dt), noise, gradient=gradient,
+                     callback=callback, starts=starts, context=context)
 
 
 def ddim(model: EpsModel, x: torch.Tensor, schedule: DiscreteSchedule, *, t_start: float,

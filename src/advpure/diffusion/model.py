@@ -19,10 +19,13 @@ class EpsModel(Protocol):
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
 
 
-def score(model: EpsModel, x_t: torch.Tensor, t: torch.Tensor,
-          schedule: VPSchedule) -> torch.Tensor:
-    """∇ log p_t(x_t) ≈ −eps(x_t, t) / σ(t) (Song et al. 2021, Eq. 8 with the eps parametrization)."""
-    return -model(x_t, t) / _per_sample(schedule.sigma(t), x_t)
+def score(model: EpsModel, x_t: torch.Tensor, t: torch.Tensor, schedule: VPSchedule,
+          *context: torch.Tensor) -> torch.Tensor:
+    """∇ log p_t(x_t) ≈ −eps(x_t, t) / σ(t) (Song et al. 2021, Eq. 8 with the eps parametrization).
+
+    ``context``: extra inputs of a guided eps-model (AGDM's reference prediction), passed on.
+    """
+    return -model(x_t, t, *context) / _per_sample(schedule.sigma(t), x_t)
 
 
 def predict_x0(model: EpsModel, x_t: torch.Tensor, t: torch.Tensor,

@@ -110,10 +110,11 @@ def reverse_sde_step(model: EpsModel, schedule: VPSchedule) -> Step:
 
         x ← x + β(t) (½ x + s_θ(x, t)) h + √(β(t) h) z
     """
-    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
+             *context: torch.Tensor) -> torch.Tensor:
         h, beta = t - t_next, float(schedule.beta(t))
         t_vec = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
-        drift = beta * (0.5 * x + score(model, x, t_vec, schedule))    # −f_rev of Eq. 5
+        drift = beta * (0.5 * x + score(model, x, t_vec, schedule, *context))   # −f_rev, Eq. 5
         return x + drift * h + (beta * h) ** 0.5 * z                   # Euler–Maruyama
     return step
 
@@ -161,19 +162,20 @@ def probability_flow_ode(model: EpsModel, x: torch.Tensor, schedule: VPSchedule,
 
 def reverse_sde(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *, t_start: float,
                 t_end: float = 0.0, dt: float, noise: NoiseSource, gradient: str = "exact",
-                callback: Callback | None = None,
-                starts: torch.Tensor | None = None) -> torch.Tensor:
+                callback: Callback | None = None, starts: torch.Tensor | None = None,
+                context: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
     """Integrate the reverse VP-SDE from t_start to t_end with step ≈ dt (DiffPure Eq. 4).
 
     Noise is added at every step, the last one included, as DiffPure's sdeint does.
     ``gradient='adjoint'`` solves with torchsde's ``sdeint_adjoint`` instead (approximate).
     ``starts``: optional per-sample start times ≤ t_start (randomized t*): sample i is held at
-    its state until the grid reaches starts[i], and joins there.
+    its state until the grid reaches starts[i], and joins there. ``context``: extra inputs of a
+    guided eps-model, ``model(x, t, *context)``, differentiated like the state.
     """
     if gradient == "adjoint":
         from .adjoint import reverse_sde_adjoint
 
         return reverse_sde_adjoint(model, x, schedule, t_start=t_start, t_end=t_end, dt=dt,
-                                   noise=noise, starts=starts)
+                                   noise=noise, starts=starts, context=context)
     return run_steps(reverse_sde_step(model, schedule), x, time_grid(t_start, t_end, dt), noise,
-                     gradient=gradient, callback=callback, starts=starts)
+                     gradient=gradient, callback=callback, starts=starts, context=context)

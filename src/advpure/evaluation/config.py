@@ -8,6 +8,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFl
 
 from ..diffusion import SAMPLER_OPTIONS, SAMPLERS, sampler_options
 from ..purifiers import coup_settings
+from ..purifiers.agdm import agdm_t_star
 from ..purifiers.diffpure import resolve_t_star
 
 
@@ -16,17 +17,20 @@ class Frozen(BaseModel):
 
 
 COMMON_FIELDS = ("name", "diffusion", "t_star", "dt", "gradient", "surrogate_dt")
+GUIDANCE_FIELDS = ("guidance_scale", "guidance_grad", "guidance_classifier")
 PURIFIER_FIELDS: dict[str, tuple[str, ...]] = {     # each purifier's own options (beyond common)
     "diffpure": ("sampler", "t_star_delta", *SAMPLER_OPTIONS),
-    "coup": ("guidance_scale", "guidance_grad", "guidance_classifier", "forward_noise", "preset"),
+    "coup": (*GUIDANCE_FIELDS, "forward_noise", "preset"),
+    "agdm": (*GUIDANCE_FIELDS, "form", "guidance_distance", "guidance_label", "ddpm_variance"),
 }
+AGDM_DEFAULT_GUIDANCE = "builtin:digits-guidance"   # φ of the embedded default
 
 
 class DefenseConfig(Frozen):
     """The purifier, its fields named exactly as the purifiers' keyword arguments and the CLI
     flags. Options of another purifier than ``name`` are errors, never silently ignored."""
 
-    name: Literal["none", "diffpure", "coup"] = "none"
+    name: Literal["none", "diffpure", "coup", "agdm"] = "none"
     diffusion: str = "builtin:digits-unet"      # eps-model spec
     sampler: Literal["sde", "ode", "ld", "ddpm", "ddim"] = "sde"
     t_star: float | None = Field(None, gt=0.0, le=1.0)   # diffusion time; None: 0.1 (ld: none)
@@ -38,9 +42,12 @@ class DefenseConfig(Frozen):
     ld_lambda: PositiveFloat | None = None      # ld: λ (default 0.1)
     ld_eta: NonNegativeFloat | None = None      # ld: η (default 1)
     ld_score_t: PositiveFloat | None = None     # ld: time of the score "at 0" (default 1e-3)
-    guidance_scale: NonNegativeFloat | None = None   # coup: λ (default 1; 0 = w/o guidance)
-    guidance_grad: Literal["second_order", "first_order"] | None = None  # coup: attack gradient
-    guidance_classifier: str | None = None      # coup: guidance spec (default: the defended one)
+    guidance_scale: NonNegativeFloat | None = None   # coup λ / agdm s (default 1; 0 = unguided)
+    guidance_grad: Literal["second_order", "first_order"] | None = None  # attack gradient
+    guidance_classifier: str | None = None      # coup: default the defended one; agdm: φ
+    guidance_distance: Literal["kl", "reverse_kl", "l2"] | None = None   # agdm: D (default kl)
+    guidance_label: Literal["input", "state"] | None = None   # agdm: ŷ from φ(x') or φ(x_t)
+    form: Literal["discrete", "continuous"] | None = None   # agdm: Algorithm 1 | Eq. 18 SDE
     forward_noise: bool | None = None           # coup: DiffPure's forward noising first (off)
     preset: Literal["linf", "l2"] | None = None  # coup: the paper's t*, λ (linf 0.1, l2 0.075)
     gradient: Literal["exact", "checkpoint", "adjoint", "bpda", "surrogate", "blind"] = "exact"
@@ -56,6 +63,12 @@ class DefenseConfig(Frozen):
         self._only_own_options()
         if self.name == "coup":
             coup_settings(self.t_star, self.guidance_scale, self.preset)
+            return self
+        if self.name == "agdm":
+            agdm_t_star(self.t_star)
+            if self.gradient == "adjoint" and self.form != "continuous":
+                raise ValueError("gradient 'adjoint' needs AGDM's continuous form (form="
+                                 f"'continuous'), found form={self.form or 'discrete'!r}")
             return self
         if self.gradient == "adjoint" and SAMPLERS[self.sampler].time == "discrete":
             raise ValueError("gradient 'adjoint' needs a continuous-time sampler (sde, ode, ld), "
@@ -80,10 +93,10 @@ class DefenseConfig(Frozen):
     def purifier_kwargs(self, **overrides) -> dict[str, object]:
         """Keyword arguments of the purifier (after the eps-model and, for COUP, the guidance
         classifier); options left at None take the purifier's own defaults."""
-        if self.name == "coup":
-            given = dict(t_star=self.t_star, guidance_scale=self.guidance_scale, dt=self.dt,
-                         forward_noise=self.forward_noise, guidance_grad=self.guidance_grad,
-                         preset=self.preset)
+        if self.name in ("coup", "agdm"):
+            own = {f: getattr(self, f) for f in PURIFIER_FIELDS[self.name]
+                   if f != "guidance_classifier"}
+            given = dict(t_star=self.t_star, dt=self.dt, **own)
             return {k: v for k, v in given.items() if v is not None} | overrides
         return dict(t_star=self.t_star, dt=self.dt, sampler=self.sampler,
                     t_star_delta=self.t_star_delta, **self.sampler_option_values()) | overrides
@@ -110,6 +123,15 @@ class EvalConfig(Frozen):
     attack: AttackConfig = AttackConfig()
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     batch_size: PositiveInt = 128
+
+    @model_validator(mode="after")
+    def _guidance_fits_the_data(self) -> EvalConfig:
+        d = self.defense
+        if d.name == "agdm" and d.guidance_classifier is None and self.dataset != "digits":
+            raise ValueError(f"AGDM on {self.dataset} needs a robust guidance classifier φ: give "
+                             "--guidance-classifier SPEC (train one with `advpure train "
+                             "guidance`); the default builtin:digits-guidance is for digits")
+        return self
 
 
 def config_errors(err: ValidationError) -> str:

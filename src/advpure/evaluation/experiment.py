@@ -13,8 +13,9 @@ from .. import data
 from ..attacks import pgd
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
-from ..purifiers import COUP, DiffPure, coup_settings
-from .config import AttackConfig, DefenseConfig, EvalConfig
+from ..purifiers import AGDM, COUP, DiffPure, coup_settings
+from ..purifiers.agdm import agdm_t_star
+from .config import AGDM_DEFAULT_GUIDANCE, AttackConfig, DefenseConfig, EvalConfig
 
 
 def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
@@ -32,6 +33,9 @@ def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
         guide = classifier if cfg.guidance_classifier is None else \
             load_classifier(cfg.guidance_classifier)
         return COUP(eps_model, guide, **cfg.purifier_kwargs(**overrides))
+    if cfg.name == "agdm":
+        guide = load_classifier(cfg.guidance_classifier or AGDM_DEFAULT_GUIDANCE)
+        return AGDM(eps_model, guide, **cfg.purifier_kwargs(**overrides))
     return DiffPure(eps_model, **cfg.purifier_kwargs(**overrides))
 
 
@@ -164,7 +168,8 @@ def describe_defense(d: DefenseConfig) -> str:
     what was set, and the gradient mode unless exact."""
     if d.name == "none":
         return "none"
-    body = _describe_coup(d) if d.name == "coup" else _describe_diffpure(d)
+    describe_body = {"coup": _describe_coup, "agdm": _describe_agdm}.get(d.name, _describe_diffpure)
+    body = describe_body(d)
     return body if d.gradient == "exact" else f"{body} [{d.gradient} gradient]"
 
 
@@ -189,6 +194,18 @@ def _describe_coup(d: DefenseConfig) -> str:
     if d.guidance_classifier is not None:
         parts.append(f"guided by {d.guidance_classifier}")
     return f"coup({', '.join(parts)})"
+
+
+def _describe_agdm(d: DefenseConfig) -> str:
+    scale = 1.0 if d.guidance_scale is None else d.guidance_scale
+    parts = [f"t*={agdm_t_star(d.t_star):g}", f"s={scale:g}", f"dt={d.dt:g}"]
+    parts += [f"{k}={v}" for k, v in (("form", d.form), ("D", d.guidance_distance),
+                                       ("ŷ from", d.guidance_label),
+                                       ("variance", d.ddpm_variance)) if v is not None]
+    if d.guidance_grad == "first_order":
+        parts.append("first-order guidance gradient")
+    parts.append(f"φ={d.guidance_classifier or AGDM_DEFAULT_GUIDANCE}")
+    return f"agdm({', '.join(parts)})"
 
 
 def describe(cfg: EvalConfig) -> str:

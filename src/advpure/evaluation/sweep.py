@@ -22,9 +22,18 @@ def _is_numeric(annotation) -> bool:
         _is_numeric(typing.get_args(annotation)[0])
 
 
-# the purifier options a sweep can vary: the numeric fields of DefenseConfig
-SWEEPABLE = tuple(name for name, info in DefenseConfig.model_fields.items()
-                  if _is_numeric(info.annotation))
+# the purifier options a sweep can vary: the numeric fields of DefenseConfig, and the models
+NUMERIC_SWEEPABLE = tuple(name for name, info in DefenseConfig.model_fields.items()
+                          if _is_numeric(info.annotation))
+MODEL_SWEEPABLE = ("guidance_classifier", "diffusion")     # specs (AGDM Fig. 3c: one φ per λ)
+SWEEPABLE = NUMERIC_SWEEPABLE + MODEL_SWEEPABLE
+
+
+def value_label(value: float | str) -> str:
+    """'0.1' for numbers, the checkpoint's name for a model spec ('phi-l6', 'builtin-digits-cnn')."""
+    if isinstance(value, str):
+        return Path(value.replace("builtin:", "builtin-")).name.removesuffix(".json")
+    return f"{value:g}"
 
 
 @dataclass
@@ -32,12 +41,12 @@ class Sweep:
     """The swept option, its values and each run's summary (``EvalResult.summary()``)."""
 
     param: str
-    values: list[float]
+    values: list[float] | list[str]
     summaries: list[dict]
     baseline: dict | None                 # the undefended classifier under the same attack
 
 
-def with_option(base: EvalConfig, param: str, value: float) -> EvalConfig:
+def with_option(base: EvalConfig, param: str, value: float | str) -> EvalConfig:
     """``base`` with ``defense.<param> = value``, validated again."""
     data = base.model_dump()
     data["defense"][param] = value
@@ -58,18 +67,18 @@ def run_or_resume(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> dict
     return result.summary()
 
 
-def run_sweep(base: EvalConfig, param: str, values: list[float], out_dir: Path,
+def run_sweep(base: EvalConfig, param: str, values: list[float] | list[str], out_dir: Path,
               baseline: bool = True, progress: bool = True) -> Sweep:
     """Evaluate ``base`` with each value of ``defense.<param>``; writes sweep.md/json/png."""
     if param not in SWEEPABLE:
-        raise ValueError(f"sweep: expected a numeric purifier option among "
+        raise ValueError(f"sweep: expected a numeric purifier option or a model among "
                          f"{', '.join(SWEEPABLE)}, found {param!r}")
     if not values:
         raise ValueError("sweep: expected at least one value, found none")
     if base.defense.name == "none":
         raise ValueError("sweep: expected a defense to sweep (e.g. diffpure), found 'none'")
     configs = [with_option(base, param, v) for v in values]     # all validated before any run
-    summaries = [run_or_resume(cfg, out_dir / f"{param}={v:g}", progress)
+    summaries = [run_or_resume(cfg, out_dir / f"{param}={value_label(v)}", progress)
                  for cfg, v in zip(configs, values)]
     undefended = base.model_copy(update={"defense": DefenseConfig()})
     reference = run_or_resume(undefended, out_dir / "undefended", progress) if baseline else None
@@ -82,7 +91,8 @@ def sweep_table(sweep: Sweep) -> str:
     """Markdown: one row per value, accuracies as mean ± std over seeds."""
     lines = [f"| {sweep.param} | standard accuracy | robust accuracy |", "|---|---|---|"]
     for value, s in zip(sweep.values, sweep.summaries):
-        lines.append(f"| {value:g} | {pct(s['standard_accuracy'])} | {pct(s['robust_accuracy'])} |")
+        lines.append(f"| {value_label(value)} | {pct(s['standard_accuracy'])} | "
+                     f"{pct(s['robust_accuracy'])} |")
     if sweep.baseline is not None:
         b = sweep.baseline
         lines.append(f"| undefended | {pct(b['standard_accuracy'])} | {pct(b['robust_accuracy'])} |")
@@ -100,7 +110,7 @@ def write_sweep(sweep: Sweep, base: EvalConfig, out_dir: Path) -> Path:
     baselines = {} if sweep.baseline is None else {
         "undefended standard": sweep.baseline["standard_accuracy"]["mean"],
         "undefended robust": sweep.baseline["robust_accuracy"]["mean"]}
-    plot_accuracy_vs(sweep.values,
+    plot_accuracy_vs([value_label(v) if isinstance(v, str) else v for v in sweep.values],
                      {"standard": [v["mean"] for v in stat["standard"]],
                       "robust (adaptive)": [v["mean"] for v in stat["robust"]]},
                      sweep.param, describe(base), out_dir / "sweep.png",

@@ -1,4 +1,6 @@
-"""Guidance for the reverse process: classifier confidence (COUP)."""
-from .confidence import GUIDANCE_GRADS, ConfidenceGuidedEps, FromCentered, confidence_gradient
+"""Guidance for the reverse process: classifier confidence (COUP), robust guidance (AGDM)."""
+from .confidence import GUIDANCE_GRADS, ConfidenceGuidance, FromCentered, confidence_gradient
+from .guided import GuidedEps
 
-__all__ = ["GUIDANCE_GRADS", "ConfidenceGuidedEps", "FromCentered", "confidence_gradient"]
+__all__ = ["GUIDANCE_GRADS", "ConfidenceGuidance", "FromCentered", "GuidedEps",
+           "confidence_gradient"]

@@ -17,6 +17,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 BUILTINS: dict[str, tuple[str, str, str]] = {
     "digits-cnn": ("classifier", "digits-cnn", "SmallCNN on scikit-learn digits, 8×8"),
     "digits-unet": ("diffusion", "digits-unet", "SmallUNet eps-model on digits, 8×8, VP"),
+    "digits-guidance": ("classifier", "digits-guidance",
+                        "SmallCNN on digits trained by TRADES (λ = 6, ε = 0.2): AGDM's φ"),
 }
 
 

@@ -1,5 +1,6 @@
 """Purifiers: nn.Modules mapping [0, 1] images to purified [0, 1] images."""
+from .agdm import AGDM
 from .coup import COUP, COUP_PRESETS, coup_settings
 from .diffpure import DiffPure
 
-__all__ = ["COUP", "COUP_PRESETS", "DiffPure", "coup_settings"]
+__all__ = ["AGDM", "COUP", "COUP_PRESETS", "DiffPure", "coup_settings"]

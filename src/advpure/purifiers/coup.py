@@ -7,7 +7,7 @@ from torch import nn
 from .._checks import check_choice, check_images, check_positive
 from ..diffusion import EpsModel, NoiseSource, VPSchedule, add_noise, as_noise_source, reverse_sde
 from ..diffusion.samplers import Callback
-from ..guidance import GUIDANCE_GRADS, ConfidenceGuidedEps, FromCentered
+from ..guidance import GUIDANCE_GRADS, ConfidenceGuidance, FromCentered, GuidedEps
 
 COUP_PRESETS: dict[str, dict[str, float]] = {   # the paper's settings (COUP §5.1)
     "linf": {"t_star": 0.1, "guidance_scale": 1.0},
@@ -50,9 +50,9 @@ class COUP(nn.Module):
     def _guided_model(self) -> nn.Module | EpsModel:
         if self.guidance_scale == 0:
             return self.model
-        return ConfidenceGuidedEps(self.model, FromCentered(self.classifier), self.schedule,
-                                   self.guidance_scale,
-                                   second_order=self.guidance_grad == "second_order")
+        guidance = ConfidenceGuidance(FromCentered(self.classifier),
+                                      second_order=self.guidance_grad == "second_order")
+        return GuidedEps(self.model, guidance, self.schedule, self.guidance_scale)
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
                 gradient: str = "exact", callback: Callback | None = None) -> torch.Tensor:

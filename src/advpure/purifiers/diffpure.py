@@ -44,7 +44,8 @@ class DiffPure(nn.Module):
         self.t_star = resolve_t_star(sampler, t_star, t_star_delta)  # diffusion time (paper: 0.1)
         self.t_star_delta = float(t_star_delta)             # Δ of randomized t* (0: fixed)
         self.dt = check_positive(dt, "DiffPure dt")         # step (paper: 1e-3)
-        self.schedule = _schedule(spec.time, schedule)      # VP (β 0.1..20) or DDPM (1e-4..0.02)
+        self.schedule = schedule_for(spec.time, schedule,   # VP (β 0.1..20) or DDPM (1e-4..0.02)
+                                     f"DiffPure: a {spec.time}-time sampler")
         self.options = sampler_options(sampler, dict(       # the sampler's own keywords
             ddpm_variance=ddpm_variance, ddim_eta=ddim_eta, ld_sigma2=ld_sigma2,
             ld_lambda=ld_lambda, ld_eta=ld_eta, ld_score_t=ld_score_t))
@@ -114,11 +115,12 @@ def resolve_t_star(sampler: str, t_star: float | None, delta: float) -> float | 
     return t_star
 
 
-def _schedule(time: str, schedule: VPSchedule | DiscreteSchedule | None):
+def schedule_for(time: str, schedule: VPSchedule | DiscreteSchedule | None, who: str):
+    """The given schedule, checked to be of ``time`` (continuous: VP, discrete: DDPM), or the
+    default one of that kind."""
     kind = VPSchedule if time == "continuous" else DiscreteSchedule
     if schedule is None:
         return kind()
     if not isinstance(schedule, kind):
-        raise TypeError(f"DiffPure: a {time}-time sampler expected a {kind.__name__}, found "
-                        f"{type(schedule).__name__}")
+        raise TypeError(f"{who} expected a {kind.__name__}, found {type(schedule).__name__}")
     return schedule

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion import BatchNoise, VPSchedule, reverse_sde
 from ..diffusion.analytic import GaussianMixtureEps, mixture_posterior_below
-from ..guidance import ConfidenceGuidedEps
+from ..guidance import ConfidenceGuidance, GuidedEps
 
 TOY_MEANS = torch.tensor([-0.5, 0.5], dtype=torch.float64)   # class 0, class 1; unit variance
 TOY_T_STAR, TOY_START = 0.1, 0.2
@@ -50,8 +50,8 @@ def flip_probabilities(scale: float, noise_level: float, *, runs: int, dt: float
     schedule = VPSchedule() if schedule is None else schedule
     model = GaussianMixtureEps(TOY_MEANS, 1.0, schedule)
     if scale != 0:
-        model = ConfidenceGuidedEps(model, NoisyMixtureClassifier(noise_level), schedule, scale,
-                                    second_order=False)
+        guidance = ConfidenceGuidance(NoisyMixtureClassifier(noise_level), second_order=False)
+        model = GuidedEps(model, guidance, schedule, scale)
     x = torch.full((runs, 1), TOY_START, dtype=torch.float64)
     ever = torch.zeros(runs, dtype=torch.bool)
 
