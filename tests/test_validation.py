@@ -76,7 +76,8 @@ def test_missing_and_malformed_cifar_directory(tmp_path):
 
 
 def test_unknown_builtin_and_missing_checkpoint(tmp_path):
-    with pytest.raises(ValueError, match="expected a builtin classifier among builtin:digits-cnn, found 'resnet'"):
+    with pytest.raises(ValueError, match="expected a builtin classifier among builtin:digits-cnn, "
+                       "builtin:digits-guidance, found 'resnet'"):
         advpure.load_classifier("builtin:resnet")
     with pytest.raises(ValueError, match="builtin diffusion among builtin:digits-unet"):
         advpure.load_diffusion("builtin:digits-cnn")
@@ -100,4 +101,4 @@ def test_cli_rejects_unknown_defense_name():
     result = CliRunner().invoke(app, ["evaluate", "--defense", "magic"])
     assert result.exit_code != 0
     output = " ".join(result.output.replace("│", " ").split())
-    assert "defense.name: expected 'none', 'diffpure' or 'coup', found 'magic'" in output
+    assert "defense.name: expected 'none', 'diffpure', 'coup' or 'agdm', found 'magic'" in output

@@ -94,6 +94,8 @@ def train_guidance_cmd(
     steps: int = typer.Option(3000, help="optimizer steps"),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(1e-3),
+    ema_decay: float = typer.Option(0.999, help="EMA decay of the saved weights; lower it for "
+                                    "short fine-tunes (0.99 ≈ the last 100 steps)"),
     width: int = typer.Option(32, help="SmallCNN width (from scratch)"),
     seed: int = typer.Option(0),
     eval_steps: int = typer.Option(20, help="PGD steps of the robust-accuracy check at ε"),
@@ -107,7 +109,8 @@ def train_guidance_cmd(
     from .training.guidance import clean_and_robust_accuracy
 
     cfg = GuidanceTraining(steps=steps, batch_size=batch_size, lr=lr, width=width, seed=seed,
-                           trades_lambda=trades_lambda, eps=eps, inner_steps=inner_steps)
+                           trades_lambda=trades_lambda, eps=eps, inner_steps=inner_steps,
+                           ema_decay=ema_decay)
     x, y = data.load(dataset, "train", root=data_root)
     start = None
     if init is not None:
