@@ -47,6 +47,18 @@ def check_second_order_gradient(f, x: torch.Tensor, grads: dict[str, torch.Tenso
         assert error["first_order"] > 1e3 * error["second_order"] + 1e-6 * abs(fd), error
 
 
+class CountingEps(torch.nn.Module):
+    """An eps-model that counts its calls."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x_t, t):
+        self.calls += 1
+        return self.model(x_t, t)
+
+
 @pytest.fixture
 def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
     import advpure

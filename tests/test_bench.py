@@ -35,3 +35,15 @@ def test_bench_gradients_reports_out_of_memory_at_the_cap(tmp_path):
     exact = [r for r in rows if r["mode"] == "exact"]
     assert all(r.get("oom") for r in exact) and exact[1].get("skipped")
     assert "out of memory (not run)" in result.output
+
+
+def test_bench_resampling_compares_u_step_with_single_step(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "resampling", "--out", str(tmp_path),
+                                      "--workloads", "digits", "--jumps", "1,2", "--steps", "4",
+                                      "--modes", "checkpoint", "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "resampling.json").read_text())
+    assert {(r["method"], r["jumps"]) for r in rows} == {
+        ("repaint", 1), ("repaint", 2), ("single", 1), ("single", 2)}
+    assert all(r["seconds"] > 0 and r["peak_bytes"] >= 0 for r in rows)
+    assert (tmp_path / "resampling.png").is_file() and "time saved" in result.output

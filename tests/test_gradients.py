@@ -10,7 +10,7 @@ from advpure.diffusion import (DiscreteSchedule, PerSampleNoise, VPSchedule, ddi
 from advpure.diffusion.analytic import GaussianEps, discretised_gradient, posterior_gradient
 from advpure.guidance import ConfidenceGuidance, FromCentered, GuidedEps
 from advpure.purifiers import DiffPure
-from conftest import smooth_classifier, tiny_cnn, tiny_unet
+from conftest import CountingEps, smooth_classifier, tiny_cnn, tiny_unet
 
 STARTS = torch.tensor([0.1, 0.07, 0.04], dtype=torch.float64)   # randomized t* of 3 samples
 # every sampler that exists, as (x_t, model, noise, gradient) -> x_0; new samplers join here
@@ -198,16 +198,6 @@ def test_blind_returns_the_classifier_gradient_at_the_input(digits_batch):
     torch.testing.assert_close(grad, ref_grad)
     with torch.no_grad():                                  # evaluation sees the defense
         torch.testing.assert_close(defense("blind")(x), defense("exact")(x))
-
-
-class CountingEps(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.calls = model, 0
-
-    def forward(self, x_t, t):
-        self.calls += 1
-        return self.model(x_t, t)
 
 
 @pytest.mark.parametrize("gradient,expected_calls", [

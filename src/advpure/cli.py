@@ -144,14 +144,14 @@ EVAL_OPTIONS = [
     ("n", int, "size of the fixed random subset"),
     ("subset_seed", int, "seed of the subset"),
     ("classifier", str, "classifier spec"),
-    ("defense", str, "none | diffpure | coup | agdm"),
+    ("defense", str, "none | diffpure | coup | agdm | hetero"),
     ("diffusion", str, "eps-model spec"),
     ("sampler", str, "sde | ode | ld | ddpm | ddim"),
     ("t_star", float, "diffusion time t* (default 0.1; none for ld; coup l2 preset 0.075; "
                       "agdm 0.07); ddpm/ddim/agdm: level 1000·t*"),
     ("t_star_delta", float, "randomized t*: uniform on t* ± Δ, per image"),
     ("dt", float, "solver step (paper: 1e-3; ddpm/ddim: 1e-3 = every level)"),
-    ("ddpm_variance", str, "ddpm, agdm: posterior (β̃, default) | beta"),
+    ("ddpm_variance", str, "ddpm, agdm, hetero: posterior (β̃, default) | beta"),
     ("ddim_eta", float, "ddim: η (default 0)"),
     ("ld_sigma2", float, "ld: σ² (default 100)"),
     ("ld_lambda", float, "ld: λ (default 0.1)"),
@@ -168,8 +168,20 @@ EVAL_OPTIONS = [
     ("forward_noise", bool, "coup: diffuse to t* first as DiffPure does (default off; not in "
                             "the paper)"),
     ("preset", str, "coup: the paper's setting, linf (t* 0.1, λ 1, default) | l2 (t* 0.075)"),
+    ("t_large", float, "hetero: t_l, the noise inside the attention mask (default 0.2)"),
+    ("t_small", float, "hetero: t_s, the noise outside it (default 0.05)"),
+    ("tau", float, "hetero: mask threshold τ on the normalised attention maps (default 0.8)"),
+    ("mask_blocks", str, "hetero: comma-separated classifier module names whose outputs make "
+                         "the mask (default: the architecture's blocks)"),
+    ("mask_normalisation", str, "hetero: minmax (default, the authors' code) | softmax (the "
+                                "paper's φ; empty masks at τ = 0.8)"),
+    ("resampling", str, "hetero: single (Eq. 11, default) | repaint (U-step) | none"),
+    ("resample_jumps", int, "hetero: U (default 10)"),
+    ("resample_stage", str, "hetero: resample in stage1 (default) | all steps"),
     ("gradient", str, "exact | checkpoint | adjoint | bpda | surrogate | blind"),
     ("surrogate_dt", float, "solver step of the surrogate"),
+    ("ensemble", int, "S purifications per image, outputs combined (Pei et al. Algorithm 3)"),
+    ("ensemble_rule", str, "mean of the S outputs (default) | vote"),
     ("attack", str, "none | pgd"),
     ("eps", float, "perturbation budget"),
     ("norm", str, "linf | l2"),
@@ -235,6 +247,8 @@ def _eval_config(options: dict):
         base = json.loads(path.read_text())
     if options["seeds"] is not None:
         options["seeds"] = _parse_seeds(options["seeds"])
+    if options["mask_blocks"] is not None:
+        options["mask_blocks"] = tuple(b.strip() for b in options["mask_blocks"].split(","))
     try:
         return config_from_flat(options, base)
     except ValidationError as err:
@@ -390,6 +404,62 @@ def case_study_coup(
                                  seed=seed)
     typer.echo(write_case_study(run_case_study(settings), out))
     typer.echo(f"wrote {out}/case_study.md, case_study.json, confidence.png")
+
+
+@app.command()
+def masks(
+    out: Path = typer.Option(Path("masks.png"), help="figure to write"),
+    dataset: str = typer.Option("digits", help="digits | cifar10 | cifar100"),
+    data_root: str = typer.Option(None, help="directory of a local CIFAR copy"),
+    n: int = typer.Option(8, min=1, help="images of the fixed test subset"),
+    classifier: str = typer.Option("builtin:digits-cnn", help="classifier spec (the mask's source)"),
+    diffusion: str = typer.Option("builtin:digits-unet", help="eps-model spec"),
+    t_large: float = typer.Option(0.2, help="t_l inside the mask"),
+    t_small: float = typer.Option(0.05, help="t_s outside the mask"),
+    tau: float = typer.Option(0.8, help="mask threshold τ"),
+    dt: float = typer.Option(1e-2, help="DDPM respacing step (1e-3: every level)"),
+    eps: float = typer.Option(0.0, help="> 0: show ℓ∞ PGD-20 adversarial images of the bare "
+                              "classifier at this budget"),
+    seed: int = typer.Option(0, help="seed of the purification noise (and PGD's start)"),
+) -> None:
+    """Heterogeneous purification, pictured (Pei et al. Fig. 5): input, attention map of every
+    block, mask, purified image."""
+    from .evaluation.masks import MaskSettings, run_masks
+
+    settings = MaskSettings(dataset=dataset, data_root=data_root, n=n, classifier=classifier,
+                            diffusion=diffusion, t_large=t_large, t_small=t_small, tau=tau,
+                            dt=dt, eps=eps, seed=seed)
+    try:
+        typer.echo(f"wrote {run_masks(settings, out)}")
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+@bench_app.command("resampling")
+def bench_resampling(
+    out: Path = typer.Option(Path("bench/resampling"), help="directory for the table and plot"),
+    workloads: str = typer.Option("digits,unet32", help="digits (batch 64) and/or unet32 (one "
+                                  "3×32×32 image, as the paper's figure)"),
+    jumps: str = typer.Option("1,5,10,20", help="resampling U"),
+    modes: str = typer.Option("exact,checkpoint", help="gradient modes"),
+    steps: int = typer.Option(10, min=2, help="sampling steps from t_l (paper: 10)"),
+    cap_gb: float = typer.Option(16.0, help="memory cap: above it a setting is 'out of memory'"),
+    repeats: int = typer.Option(2, help="timed runs per configuration (after one untimed)"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+) -> None:
+    """Time and peak memory of one attack gradient: U-step against single-step resampling
+    (Pei et al. supplement §7)."""
+    from .benchmarks import resampling
+
+    names = _parse_list(workloads, str)
+    unknown = [w for w in names if w not in resampling.BATCH]
+    if unknown:
+        raise typer.BadParameter(f"expected workloads among {', '.join(resampling.BATCH)}, "
+                                 f"found {', '.join(unknown)}")
+    report = resampling.run(out, names, _parse_list(jumps, int), _parse_list(modes, str),
+                            cap_gb, repeats, device, steps=steps)
+    typer.echo(report)
+    typer.echo(f"wrote {out}/resampling.md, resampling.json, resampling.png")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from ._checks import check_choice, check_images
 from .diffusion import SOLVER_GRADIENTS, PerSampleNoise
 
 GRADIENTS = SOLVER_GRADIENTS + ("bpda", "surrogate", "blind")
+ENSEMBLE_RULES = ("mean", "vote")
 
 
 def straight_through(value: torch.Tensor, gradient_path: torch.Tensor) -> torch.Tensor:
@@ -34,13 +35,23 @@ class PurifiedClassifier(nn.Module):
     - ``blind``: attack the classifier alone, purify only at evaluation: with gradients
       enabled the model *is* the classifier (logits and gradient), under ``torch.no_grad``
       (evaluation) it is the defense.
+
+    ``ensemble`` = S > 1 purifies every image S times with independent noise and combines the S
+    classifier outputs (Pei et al., Algorithm 3): ``"mean"`` returns the mean logits, whose
+    argmax is the paper's prediction and whose gradient the attack follows; ``"vote"`` returns
+    the vote counts plus the mean softmax probabilities (< 1, so they only break ties and carry
+    the gradient).
     """
 
     def __init__(self, purifier: nn.Module, classifier: nn.Module,
                  generator: torch.Generator | None = None, gradient: str = "exact",
-                 surrogate: nn.Module | None = None):
+                 surrogate: nn.Module | None = None, ensemble: int = 1,
+                 ensemble_rule: str = "mean"):
         super().__init__()
         check_choice(gradient, GRADIENTS, "gradient")
+        if not (isinstance(ensemble, int) and ensemble >= 1):
+            raise ValueError(f"PurifiedClassifier: expected ensemble (S) a whole number >= 1, "
+                             f"found {ensemble!r}")
         if (gradient == "surrogate") != (surrogate is not None):
             raise ValueError("PurifiedClassifier: expected a surrogate purifier exactly when "
                              f"gradient='surrogate', found gradient={gradient!r} and "
@@ -50,6 +61,8 @@ class PurifiedClassifier(nn.Module):
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.gradient = gradient        # what the backward pass differentiates
         self.surrogate = surrogate      # the cheaper purifier of gradient='surrogate'
+        self.ensemble = ensemble        # S purifications per image
+        self.ensemble_rule = check_choice(ensemble_rule, ENSEMBLE_RULES, "ensemble_rule")
 
     def _noise(self, x: torch.Tensor) -> PerSampleNoise:
         return PerSampleNoise.spawn(self.generator, x.shape[0], x.device)
@@ -70,4 +83,19 @@ class PurifiedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gradient == "blind" and torch.is_grad_enabled():
             return self.classifier(check_images(x))
-        return self.classifier(self.purify(x))
+        if self.ensemble == 1:
+            return self.classifier(self.purify(x))
+        copies = x.repeat(self.ensemble, 1, 1, 1)                  # copy s of image i at s·N + i
+        logits = self.classifier(self.purify(copies)).view(self.ensemble, x.shape[0], -1)
+        return combine_ensemble(logits, self.ensemble_rule)
+
+
+def combine_ensemble(logits: torch.Tensor, rule: str = "mean") -> torch.Tensor:
+    """S × N × K classifier outputs -> N × K (Pei et al., Algorithm 3): the mean of the outputs
+    (``"mean"``), or votes + mean probabilities (``"vote"``: majority vote, ties broken by the
+    mean probability, differentiable through that term)."""
+    check_choice(rule, ENSEMBLE_RULES, "ensemble_rule")
+    if rule == "mean":
+        return logits.mean(dim=0)
+    votes = torch.nn.functional.one_hot(logits.argmax(dim=2), logits.shape[2]).sum(dim=0)
+    return votes.to(logits.dtype) + torch.softmax(logits, dim=2).mean(dim=0)

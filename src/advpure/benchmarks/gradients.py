@@ -127,9 +127,15 @@ def worker(spec: dict) -> dict:
             out = purifier(xi, torch.Generator().manual_seed(1), gradient=spec["mode"])
             torch.autograd.grad((out * weights).sum(), xi)
 
+    return {**spec, **measure(run_once, device, spec["repeats"])}
+
+
+def measure(run_once, device: str, repeats: int) -> dict:
+    """{"seconds": median of ``repeats`` timed runs after a warm-up, "peak_bytes": the peak
+    above the memory in use before one more run}."""
     run_once()                                   # warm-up: lazy initialisations
     times = []
-    for _ in range(spec["repeats"]):
+    for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
         run_once()
@@ -140,8 +146,7 @@ def worker(spec: dict) -> dict:
     with PeakSampler(device) as sampler:
         run_once()
         sync(device)
-    return {**spec, "seconds": statistics.median(times),
-            "peak_bytes": max(0, sampler.peak - before)}
+    return {"seconds": statistics.median(times), "peak_bytes": max(0, sampler.peak - before)}
 
 
 def rss_of(pid: int) -> int:
@@ -155,9 +160,10 @@ def rss_of(pid: int) -> int:
     return 0
 
 
-def run_isolated(spec: dict, cap_bytes: int) -> dict:
-    """Run ``worker(spec)`` in a child process, stopping it if its memory passes the cap."""
-    cmd = [sys.executable, "-m", "advpure.benchmarks.gradients", json.dumps(spec)]
+def run_isolated(spec: dict, cap_bytes: int, module: str = "advpure.benchmarks.gradients") -> dict:
+    """Run ``module``'s worker on ``spec`` in a child process (``python -m module SPEC``),
+    stopping it if its memory passes the cap."""
+    cmd = [sys.executable, "-m", module, json.dumps(spec)]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while child.poll() is None:
         if not spec["device"].startswith("cuda") and rss_of(child.pid) > cap_bytes:
@@ -236,30 +242,43 @@ def format_table(rows: list[dict], steps, modes) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], modes, path: Path) -> Path:
+Series = tuple[str, str, list, list, list]     # label, style, x values, seconds, bytes
+
+
+def plot_time_and_memory(columns: dict[str, list[Series]], xlabel: str, path: Path) -> Path:
+    """Seconds (top) and peak MiB (bottom) against ``xlabel``, one column per title."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = list(dict.fromkeys(r["workload"] for r in rows))
-    fig, axes = plt.subplots(2, len(workloads), figsize=(5 * len(workloads), 7), squeeze=False)
-    for c, w in enumerate(workloads):
-        for m in modes:
-            ok = [r for r in rows if r["workload"] == w and r["mode"] == m and not r.get("oom")]
-            axes[0, c].plot([r["steps"] for r in ok], [r["seconds"] for r in ok], "o-", label=m)
-            axes[1, c].plot([r["steps"] for r in ok], [r["peak_bytes"] / 2**20 for r in ok],
-                            "o-", label=m)
-        axes[0, c].set_title(f"{w}, batch {WORKLOADS[w].batch}", fontsize=9)
+    fig, axes = plt.subplots(2, len(columns), figsize=(5 * len(columns), 7), squeeze=False)
+    for c, (title, series) in enumerate(columns.items()):
+        for label, style, xs, seconds, peak_bytes in series:
+            axes[0, c].plot(xs, seconds, style, label=label)
+            axes[1, c].plot(xs, [b / 2**20 for b in peak_bytes], style, label=label)
+        axes[0, c].set_title(title, fontsize=9)
         axes[0, c].set_ylabel("seconds per gradient")
         axes[1, c].set_ylabel("peak memory (MiB)")
         for ax in axes[:, c]:
-            ax.set_xlabel("reverse steps N")
+            ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot(rows: list[dict], modes, path: Path) -> Path:
+    columns = {}
+    for w in dict.fromkeys(r["workload"] for r in rows):
+        series = []
+        for m in modes:
+            ok = [r for r in rows if r["workload"] == w and r["mode"] == m and not r.get("oom")]
+            series.append((m, "o-", [r["steps"] for r in ok], [r["seconds"] for r in ok],
+                           [r["peak_bytes"] for r in ok]))
+        columns[f"{w}, batch {WORKLOADS[w].batch}"] = series
+    return plot_time_and_memory(columns, "reverse steps N", path)
 
 
 def run(out_dir: Path, workloads=tuple(WORKLOADS), steps=STEPS, modes=MODES, cap_gb: float = 16.0,

@@ -10,18 +10,23 @@ from ..diffusion import SAMPLER_OPTIONS, SAMPLERS, sampler_options
 from ..purifiers import coup_settings
 from ..purifiers.agdm import agdm_t_star
 from ..purifiers.diffpure import resolve_t_star
+from ..purifiers.hetero import hetero_times
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-COMMON_FIELDS = ("name", "diffusion", "t_star", "dt", "gradient", "surrogate_dt")
+COMMON_FIELDS = ("name", "diffusion", "dt", "gradient", "surrogate_dt", "ensemble",
+                 "ensemble_rule")
 GUIDANCE_FIELDS = ("guidance_scale", "guidance_grad", "guidance_classifier")
 PURIFIER_FIELDS: dict[str, tuple[str, ...]] = {     # each purifier's own options (beyond common)
-    "diffpure": ("sampler", "t_star_delta", *SAMPLER_OPTIONS),
-    "coup": (*GUIDANCE_FIELDS, "forward_noise", "preset"),
-    "agdm": (*GUIDANCE_FIELDS, "form", "guidance_distance", "guidance_label", "ddpm_variance"),
+    "diffpure": ("t_star", "sampler", "t_star_delta", *SAMPLER_OPTIONS),
+    "coup": ("t_star", *GUIDANCE_FIELDS, "forward_noise", "preset"),
+    "agdm": ("t_star", *GUIDANCE_FIELDS, "form", "guidance_distance", "guidance_label",
+             "ddpm_variance"),
+    "hetero": ("t_large", "t_small", "tau", "mask_blocks", "mask_normalisation", "resampling",
+               "resample_jumps", "resample_stage", "ddpm_variance"),
 }
 AGDM_DEFAULT_GUIDANCE = "builtin:digits-guidance"   # φ of the embedded default
 
@@ -30,7 +35,7 @@ class DefenseConfig(Frozen):
     """The purifier, its fields named exactly as the purifiers' keyword arguments and the CLI
     flags. Options of another purifier than ``name`` are errors, never silently ignored."""
 
-    name: Literal["none", "diffpure", "coup", "agdm"] = "none"
+    name: Literal["none", "diffpure", "coup", "agdm", "hetero"] = "none"
     diffusion: str = "builtin:digits-unet"      # eps-model spec
     sampler: Literal["sde", "ode", "ld", "ddpm", "ddim"] = "sde"
     t_star: float | None = Field(None, gt=0.0, le=1.0)   # diffusion time; None: 0.1 (ld: none)
@@ -50,8 +55,18 @@ class DefenseConfig(Frozen):
     form: Literal["discrete", "continuous"] | None = None   # agdm: Algorithm 1 | Eq. 18 SDE
     forward_noise: bool | None = None           # coup: DiffPure's forward noising first (off)
     preset: Literal["linf", "l2"] | None = None  # coup: the paper's t*, λ (linf 0.1, l2 0.075)
+    t_large: float | None = Field(None, gt=0.0, le=1.0)   # hetero: t_l inside the mask (0.2)
+    t_small: float | None = Field(None, gt=0.0, le=1.0)   # hetero: t_s outside it (0.05)
+    tau: float | None = Field(None, ge=0.0, lt=1.0)       # hetero: mask threshold τ (0.8)
+    mask_blocks: tuple[str, ...] | None = None  # hetero: classifier modules of the mask
+    mask_normalisation: Literal["minmax", "softmax"] | None = None   # hetero: minmax (default)
+    resampling: Literal["single", "repaint", "none"] | None = None   # hetero: single (Eq. 11)
+    resample_jumps: PositiveInt | None = None   # hetero: U (default 10)
+    resample_stage: Literal["stage1", "all"] | None = None   # hetero: where to resample
     gradient: Literal["exact", "checkpoint", "adjoint", "bpda", "surrogate", "blind"] = "exact"
     surrogate_dt: PositiveFloat | None = None   # step of the cheaper purification (surrogate)
+    ensemble: PositiveInt = 1                   # S purifications per image (Pei et al. Alg. 3)
+    ensemble_rule: Literal["mean", "vote"] = "mean"   # mean of the S outputs, or majority vote
 
     @model_validator(mode="after")
     def _consistent(self) -> DefenseConfig:
@@ -63,6 +78,12 @@ class DefenseConfig(Frozen):
         self._only_own_options()
         if self.name == "coup":
             coup_settings(self.t_star, self.guidance_scale, self.preset)
+            return self
+        if self.name == "hetero":
+            hetero_times(self.t_large, self.t_small)
+            if self.gradient == "adjoint":
+                raise ValueError("gradient 'adjoint' needs a continuous-time sampler; hetero "
+                                 "runs DDPM steps: use 'exact' or 'checkpoint'")
             return self
         if self.name == "agdm":
             agdm_t_star(self.t_star)
@@ -93,10 +114,10 @@ class DefenseConfig(Frozen):
     def purifier_kwargs(self, **overrides) -> dict[str, object]:
         """Keyword arguments of the purifier (after the eps-model and, for COUP, the guidance
         classifier); options left at None take the purifier's own defaults."""
-        if self.name in ("coup", "agdm"):
+        if self.name in ("coup", "agdm", "hetero"):
             own = {f: getattr(self, f) for f in PURIFIER_FIELDS[self.name]
                    if f != "guidance_classifier"}
-            given = dict(t_star=self.t_star, dt=self.dt, **own)
+            given = dict(dt=self.dt, **own)
             return {k: v for k, v in given.items() if v is not None} | overrides
         return dict(t_star=self.t_star, dt=self.dt, sampler=self.sampler,
                     t_star_delta=self.t_star_delta, **self.sampler_option_values()) | overrides

@@ -13,8 +13,9 @@ from .. import data
 from ..attacks import pgd
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
-from ..purifiers import AGDM, COUP, DiffPure, coup_settings
+from ..purifiers import AGDM, COUP, DiffPure, HeteroPure, coup_settings
 from ..purifiers.agdm import agdm_t_star
+from ..purifiers.hetero import hetero_times
 from .config import AGDM_DEFAULT_GUIDANCE, AttackConfig, DefenseConfig, EvalConfig
 
 
@@ -23,7 +24,7 @@ def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
     """The configured purifier, or None for no defense.
 
     ``classifier`` is the defended classifier, COUP's guidance classifier unless the config
-    names another; ``eps_model`` reuses an already loaded diffusion model; ``overrides``
+    names another and the source of the heterogeneous purifier's attention mask; ``eps_model`` reuses an already loaded diffusion model; ``overrides``
     replace purifier options (the surrogate's dt).
     """
     if cfg.name == "none":
@@ -36,6 +37,8 @@ def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
     if cfg.name == "agdm":
         guide = load_classifier(cfg.guidance_classifier or AGDM_DEFAULT_GUIDANCE)
         return AGDM(eps_model, guide, **cfg.purifier_kwargs(**overrides))
+    if cfg.name == "hetero":
+        return HeteroPure(eps_model, classifier, **cfg.purifier_kwargs(**overrides))
     return DiffPure(eps_model, **cfg.purifier_kwargs(**overrides))
 
 
@@ -61,7 +64,9 @@ class Defense:
         if self.purifier is None:
             return classifier
         return PurifiedClassifier(self.purifier, classifier, generator=generator,
-                                  gradient=self.config.gradient, surrogate=self.surrogate)
+                                  gradient=self.config.gradient, surrogate=self.surrogate,
+                                  ensemble=self.config.ensemble,
+                                  ensemble_rule=self.config.ensemble_rule)
 
 
 def attack_batch(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -168,8 +173,11 @@ def describe_defense(d: DefenseConfig) -> str:
     what was set, and the gradient mode unless exact."""
     if d.name == "none":
         return "none"
-    describe_body = {"coup": _describe_coup, "agdm": _describe_agdm}.get(d.name, _describe_diffpure)
+    describe_body = {"coup": _describe_coup, "agdm": _describe_agdm,
+                     "hetero": _describe_hetero}.get(d.name, _describe_diffpure)
     body = describe_body(d)
+    if d.ensemble > 1:
+        body += f" ×{d.ensemble} {d.ensemble_rule}"
     return body if d.gradient == "exact" else f"{body} [{d.gradient} gradient]"
 
 
@@ -206,6 +214,20 @@ def _describe_agdm(d: DefenseConfig) -> str:
         parts.append("first-order guidance gradient")
     parts.append(f"φ={d.guidance_classifier or AGDM_DEFAULT_GUIDANCE}")
     return f"agdm({', '.join(parts)})"
+
+
+def _describe_hetero(d: DefenseConfig) -> str:
+    t_large, t_small = hetero_times(d.t_large, d.t_small)
+    parts = [f"t_l={t_large:g}", f"t_s={t_small:g}", f"τ={0.8 if d.tau is None else d.tau:g}",
+             f"dt={d.dt:g}"]
+    if d.resampling is not None or d.resample_jumps is not None:
+        parts.append(f"resampling={d.resampling or 'single'}, U={d.resample_jumps or 10}")
+    parts += [f"{k}={v}" for k, v in (("resample", d.resample_stage),
+                                       ("mask", d.mask_normalisation),
+                                       ("variance", d.ddpm_variance)) if v is not None]
+    if d.mask_blocks is not None:
+        parts.append(f"blocks={','.join(d.mask_blocks)}")
+    return f"hetero({', '.join(parts)})"
 
 
 def describe(cfg: EvalConfig) -> str:

@@ -1,0 +1,131 @@
+"""Attention masks from a classifier's block activations (Pei et al., "Divide and Conquer",
+Eqs. 2–4 and Algorithm 2).
+
+For each named block m the output A_m (C_m × H_m × W_m) of its last activation is reduced to
+
+    G_m = (Σ_c |A_mc|^p)^{1/p}                          (Eq. 2, p = 2 by default)
+    AM_m = normalise(Bi(G_m))                           (Eq. 3, bilinear to the image size)
+    M = ∪_m 𝟙[AM_m > τ]                                 (Eq. 4)
+
+``normalise`` is per-image min–max scaling to [0, 1] by default (the authors' code). The paper
+writes a spatial softmax φ, which sums to 1 over the H·W pixels, so every value is far below
+τ = 0.8 and the mask is empty; it is kept as ``"softmax"`` for completeness. Masks that come
+out empty or full raise a ``MaskWarning``: then the method is uniform purification at t_s or t_l.
+
+The activations are read by forward hooks that exist only inside ``block_activations`` (the
+classifier is also the defended model, so no hook may stay attached), and nothing is written.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_choice, check_images
+
+NORMALISATIONS = ("minmax", "softmax")
+DEFAULT_TAU = 0.8
+DEFAULT_BLOCKS: dict[str, tuple[str, ...]] = {   # classifier class -> last activation per block
+    "SmallCNN": ("features.1", "features.3", "features.6"),
+}
+
+
+class MaskWarning(UserWarning):
+    """An attention mask covers no pixel or every pixel of an image."""
+
+
+def default_blocks(classifier: nn.Module) -> tuple[str, ...]:
+    """The block outputs used for ``classifier``'s architecture; an error names the way out."""
+    name = type(classifier).__name__
+    if name not in DEFAULT_BLOCKS:
+        raise ValueError(f"attention mask: no default blocks for a {name}; pass the module names "
+                         f"of its block outputs (mask_blocks), e.g. from "
+                         f"[n for n, _ in classifier.named_modules()]")
+    return DEFAULT_BLOCKS[name]
+
+
+@contextmanager
+def block_activations(classifier: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, every forward pass of ``classifier`` stores the outputs of the named
+    modules in the yielded dict; the hooks are removed on exit, also after an error."""
+    modules = dict(classifier.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"attention mask: the classifier has no module {', '.join(missing)} "
+                         f"(it has e.g. {', '.join(list(modules)[1:8])})")
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(module, inputs, output):
+            captured[name] = output
+        return hook
+
+    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def attention_maps(classifier: nn.Module, x: torch.Tensor, blocks: Sequence[str] | None = None,
+                   power: float = 2.0, normalisation: str = "minmax") -> torch.Tensor:
+    """AM_m for every block (Eqs. 2–3): a tensor M × N × H × W (no gradient: see ``attention_mask``)."""
+    check_images(x)
+    check_choice(normalisation, NORMALISATIONS, "mask normalisation")
+    names = tuple(blocks) if blocks is not None else default_blocks(classifier)
+    with torch.no_grad(), block_activations(classifier, names) as captured:
+        classifier(x)
+    maps = [_normalise(_upsample(_channel_norm(captured[n], power), x.shape[-2:]), normalisation)
+            for n in names]
+    return torch.stack(maps)
+
+
+def attention_mask(classifier: nn.Module, x: torch.Tensor, tau: float = DEFAULT_TAU,
+                   blocks: Sequence[str] | None = None, power: float = 2.0,
+                   normalisation: str = "minmax") -> torch.Tensor:
+    """M = ∪_m 𝟙[AM_m > τ] (Eq. 4) as a float N × 1 × H × W tensor of 0s and 1s.
+
+    A hard threshold has zero derivative almost everywhere, so the mask is computed without a
+    graph and is a constant in backward (as the authors do); attacks differentiate the rest.
+    """
+    maps = attention_maps(classifier, x, blocks, power, normalisation)
+    mask = (maps > tau).any(dim=0).unsqueeze(1).to(x.dtype)
+    _warn_if_degenerate(mask, tau)
+    return mask
+
+
+def _channel_norm(activation: torch.Tensor, power: float) -> torch.Tensor:
+    """G_m = (Σ_c |A_mc|^p)^{1/p}: N × H_m × W_m (Eq. 2)."""
+    if activation.dim() != 4:
+        raise ValueError(f"attention mask: expected a block output N×C×H×W, found shape "
+                         f"{tuple(activation.shape)}")
+    return activation.abs().pow(power).sum(dim=1).pow(1.0 / power)
+
+
+def _upsample(g: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Bi(G_m): bilinear interpolation to the image size (N × H × W)."""
+    return F.interpolate(g.unsqueeze(1), size=tuple(size), mode="bilinear",
+                         align_corners=False).squeeze(1)
+
+
+def _normalise(g: torch.Tensor, normalisation: str) -> torch.Tensor:
+    """Per image: min–max to [0, 1] (a constant map becomes 0), or the spatial softmax φ."""
+    flat = g.flatten(1)
+    if normalisation == "softmax":
+        return torch.softmax(flat, dim=1).view_as(g)
+    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(1e-12)).view_as(g)
+
+
+def _warn_if_degenerate(mask: torch.Tensor, tau: float) -> None:
+    covered = mask.flatten(1).mean(dim=1)
+    empty, full = int((covered == 0).sum()), int((covered == 1).sum())
+    if empty or full:
+        warnings.warn(f"attention mask (τ = {tau:g}): empty for {empty} and full for {full} of "
+                      f"{mask.shape[0]} images; there the purification is uniform at t_s "
+                      f"(empty) or t_l (full)", MaskWarning, stacklevel=3)

@@ -1,0 +1,226 @@
+"""Heterogeneous-noise purification (Pei et al., "Divide and Conquer: Heterogeneous Noise
+Integration for Diffusion-based Adversarial Purification"): strong noise where the classifier
+looks, weak noise elsewhere, and an inpainting-style two-stage reverse process."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_images, check_positive
+from ..attention import DEFAULT_TAU, NORMALISATIONS, attention_mask
+from ..diffusion import DiscreteSchedule, EpsModel, NoiseSource, add_noise, as_noise_source
+from ..diffusion.ddpm import DDPM_VARIANCES, ddim_step, ddpm_step
+from ..diffusion.samplers import Callback, Step, run_steps
+
+RESAMPLINGS = ("single", "repaint", "none")
+RESAMPLE_STAGES = ("stage1", "all")
+DEFAULT_T_LARGE, DEFAULT_T_SMALL = 0.2, 0.05
+
+
+class HeteroPure(nn.Module):
+    """Purify [0, 1] images with noise of two strengths (Pei et al., Algorithms 1–2).
+
+    - Mask M = ∪_m 𝟙[AM_m > τ] from the *defended* classifier's block activations on the input
+      (``advpure.attention``; a constant in backward).
+    - Heterogeneous forward (Eq. 5): x = M⊙x(t_l) + (1 − M)⊙x(t_s), both from the same ε (Eq. 1).
+    - Stage 1, t_s < t ≤ t_l, DDPM steps n → p: the known region (outside M) is the input
+      re-noised to level p with fresh noise (Eq. 6), the unknown region (inside M) the model's
+      ancestral step (Eq. 7), x_p = (1 − M)⊙known + M⊙unknown (Eq. 8 with M and 1 − M in the
+      roles Eq. 5 and the text give them; the paper's rendering swaps them).
+    - Stage 2, t ≤ t_s: plain DDPM steps (Eq. 9).
+    - Resampling in stage 1 (``resample_stage="all"``: at every step, as Algorithm 1 is drawn):
+      ``"single"`` (Eq. 11, default): diffuse x_p forward U grid steps and take one DDIM (η = 0)
+      step back — one extra network call whatever U is; ``"repaint"``: RePaint's U-fold
+      repetition of the step with a one-step re-noising in between (U network calls);
+      ``"none"``. After a resampling the known region is imposed again, so it always equals
+      the re-noised input.
+
+    Time is the discrete DDPM schedule (levels round(1000·t)); ``dt`` respaces both stages.
+    """
+
+    def __init__(self, model: EpsModel, classifier: nn.Module, t_large: float | None = None,
+                 t_small: float | None = None, tau: float = DEFAULT_TAU, dt: float = 1e-3,
+                 schedule: DiscreteSchedule | None = None, *,
+                 mask_blocks: Sequence[str] | None = None, mask_normalisation: str = "minmax",
+                 resampling: str = "single", resample_jumps: int = 10,
+                 resample_stage: str = "stage1", ddpm_variance: str = "posterior"):
+        super().__init__()
+        self.t_large, self.t_small = hetero_times(t_large, t_small)    # t_l = 0.2, t_s = 0.05
+        self.tau = _check_tau(tau)                                      # τ = 0.8
+        self.dt = check_positive(dt, "HeteroPure dt")                   # 1e-3: every level
+        self.schedule = schedule if schedule is not None else DiscreteSchedule()
+        if not isinstance(self.schedule, DiscreteSchedule):
+            raise ValueError("HeteroPure: expected a DiscreteSchedule (DDPM steps), found "
+                             f"{type(self.schedule).__name__}")
+        self.mask_blocks = None if mask_blocks is None else tuple(mask_blocks)
+        self.mask_normalisation = check_choice(mask_normalisation, NORMALISATIONS,
+                                               "mask_normalisation")
+        self.resampling = check_choice(resampling, RESAMPLINGS, "resampling")
+        self.resample_jumps = _check_jumps(resample_jumps)              # U = 10
+        self.resample_stage = check_choice(resample_stage, RESAMPLE_STAGES, "resample_stage")
+        self.ddpm_variance = check_choice(ddpm_variance, DDPM_VARIANCES, "ddpm_variance")
+        self.model = model                  # eps(x_t, t), x_t in [−1, 1]
+        self.classifier = classifier        # the defended classifier: [0, 1] images -> logits
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention mask of ``x`` (N × 1 × H × W, 0/1), Eq. 4."""
+        return attention_mask(self.classifier, x, self.tau, self.mask_blocks,
+                              normalisation=self.mask_normalisation)
+
+    def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
+                gradient: str = "exact", callback: Callback | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Purify ``x`` (N×C×H×W in [0, 1]); ``gradient``: exact | checkpoint. ``mask``
+        replaces the attention mask (tests, ablations); ``callback(i, t, x_t)`` after each step."""
+        check_images(x)
+        noise = as_noise_source(noise, x)
+        mask = self.mask(x) if mask is None else mask.to(x)
+        x0 = 2.0 * x - 1.0
+        x_t = self.heterogeneous_forward(x0, mask, noise.randn_like(x))
+        levels = self.schedule
+        stage1 = levels.grid(self.t_large, self.t_small, self.dt) \
+            if levels.level(self.t_large) > levels.level(self.t_small) else None
+        if stage1 is not None:
+            step, draws = self.stage_step(inpaint=True)
+            x_t = run_steps(step, x_t, stage1, MultiDraw(noise, draws), gradient=gradient,
+                            callback=callback, context=(x0, mask))
+        if levels.level(self.t_small) > 0:
+            step, draws = self.stage_step(inpaint=False)
+            offset = 0 if stage1 is None else len(stage1) - 1
+            x_t = run_steps(step, x_t, levels.grid(self.t_small, 0.0, self.dt),
+                            MultiDraw(noise, draws), gradient=gradient,
+                            callback=_shifted(callback, offset))
+        return ((x_t + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def heterogeneous_forward(self, x0: torch.Tensor, mask: torch.Tensor,
+                              eps: torch.Tensor) -> torch.Tensor:
+        """x(t_l, t_s) = M⊙x(t_l) + (1 − M)⊙x(t_s), one ε for both (Eqs. 1 and 5)."""
+        strong = add_noise(x0, self.schedule.snap(self.t_large), eps, self.schedule)
+        weak = add_noise(x0, self.schedule.snap(self.t_small), eps, self.schedule)
+        return mask * strong + (1.0 - mask) * weak
+
+    def stage_step(self, inpaint: bool) -> tuple[Step, int]:
+        """The step of stage 1 (``inpaint``) or stage 2 with its resampling, and how many noise
+        draws it takes (they arrive stacked in z)."""
+        once, draws = _denoise_step(self.model, self.schedule, self.ddpm_variance, inpaint)
+        resample = self.resampling if inpaint or self.resample_stage == "all" else "none"
+        if resample == "none":
+            return once, draws
+        if resample == "repaint":
+            return _repaint_step(once, draws, self.schedule, self.resample_jumps)
+        return _single_resample_step(once, draws, self.model, self.schedule,
+                                     self.resample_jumps, inpaint)
+
+    def extra_repr(self) -> str:
+        return (f"t_large={self.t_large}, t_small={self.t_small}, tau={self.tau}, dt={self.dt}, "
+                f"resampling={self.resampling}, U={self.resample_jumps}")
+
+
+class MultiDraw:
+    """A noise source giving ``k`` draws of ``noise`` per call, stacked on a new first axis:
+    one step of the heterogeneous process needs several, and the gradient modes save and
+    replay the step's noise as one tensor. Each image's draws still come from its own source."""
+
+    def __init__(self, noise: NoiseSource, k: int):
+        self.noise, self.k = noise, k
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.noise.randn_like(x) for _ in range(self.k)])
+
+
+def known_region(x0: torch.Tensor, t: float, eps: torch.Tensor,
+                 schedule: DiscreteSchedule) -> torch.Tensor:
+    """x(t)^known = √ᾱ(t) x_adv + √(1 − ᾱ(t)) ε, fresh ε at every step (Eq. 6)."""
+    return add_noise(x0, torch.tensor(t, dtype=torch.float64), eps, schedule)
+
+
+def renoise(x: torch.Tensor, t: float, t_to: float, eps: torch.Tensor,
+            schedule: DiscreteSchedule) -> torch.Tensor:
+    """Diffuse x from level t up to t_to ≥ t: √(ᾱ_to/ᾱ_t) x + √(1 − ᾱ_to/ᾱ_t) ε (Eq. 10)."""
+    ratio = float(schedule.alpha_bar(t_to)) / float(schedule.alpha_bar(t))
+    return ratio ** 0.5 * x + (1.0 - ratio) ** 0.5 * eps
+
+
+def _denoise_step(model: EpsModel, schedule: DiscreteSchedule, variance: str,
+                  inpaint: bool) -> tuple[Step, int]:
+    """One DDPM step n → p (Eq. 9); with ``inpaint`` the known region is then put back (Eqs.
+    6–8). Draws: z[0] the DDPM noise, z[1] the known region's ε."""
+    ancestral = ddpm_step(model, schedule, variance)
+
+    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
+             *context: torch.Tensor) -> torch.Tensor:
+        x_next = ancestral(x, t, t_next, z[0])                                # Eqs. 7, 9
+        if not inpaint:
+            return x_next
+        x0, mask = context
+        return _inpaint(x_next, known_region(x0, t_next, z[1], schedule), mask)   # Eq. 8
+    return step, 2 if inpaint else 1
+
+
+def _inpaint(unknown: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x = (1 − M)⊙known + M⊙unknown (Eq. 8, roles as in Eq. 5)."""
+    return mask * unknown + (1.0 - mask) * known
+
+
+def _repaint_step(once: Step, draws: int, schedule: DiscreteSchedule, jumps: int) -> tuple[Step, int]:
+    """RePaint's resampling (Lugmayr et al. 2022, Algorithm 1): the step n → p is taken U times,
+    re-noising x_p to level n (Eq. 10) between repetitions. U network calls per step."""
+    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
+             *context: torch.Tensor) -> torch.Tensor:
+        for u in range(jumps):
+            x_next = once(x, t, t_next, z[u * draws:(u + 1) * draws], *context)
+            if u < jumps - 1:
+                x = renoise(x_next, t_next, t, z[jumps * draws + u], schedule)
+        return x_next
+    return step, jumps * draws + jumps - 1
+
+
+def _single_resample_step(once: Step, draws: int, model: EpsModel, schedule: DiscreteSchedule,
+                          jumps: int, inpaint: bool) -> tuple[Step, int]:
+    """The paper's single-step resampling (Eq. 11): after the step n → p, diffuse x_p forward
+    U grid steps (to level p + U·(n − p), at most N) and come back with one DDIM step, η = 0.
+    One extra network call per step. In stage 1 the known region is imposed again."""
+    back = ddim_step(model, schedule, eta=0.0)
+
+    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
+             *context: torch.Tensor) -> torch.Tensor:
+        x_next = once(x, t, t_next, z[:draws], *context)
+        far = min(t_next + jumps * (t - t_next), 1.0)
+        x_far = renoise(x_next, t_next, far, z[draws], schedule)               # Eq. 10, U steps
+        x_back = back(x_far, far, t_next, torch.zeros_like(x))                 # Eq. 11, η = 0
+        if not inpaint:
+            return x_back
+        x0, mask = context
+        return _inpaint(x_back, known_region(x0, t_next, z[1], schedule), mask)
+    return step, draws + 1
+
+
+def _shifted(callback: Callback | None, offset: int) -> Callback | None:
+    if callback is None:
+        return None
+    return lambda i, t, x: callback(i + offset, t, x)
+
+
+def hetero_times(t_large: float | None, t_small: float | None) -> tuple[float, float]:
+    """(t_l, t_s) with the paper's defaults 0.2, 0.05; requires 0 < t_s ≤ t_l ≤ 1."""
+    t_large = DEFAULT_T_LARGE if t_large is None else float(t_large)
+    t_small = DEFAULT_T_SMALL if t_small is None else float(t_small)
+    if not 0.0 < t_small <= t_large <= 1.0:
+        raise ValueError(f"HeteroPure: expected 0 < t_small <= t_large <= 1, found t_small="
+                         f"{t_small}, t_large={t_large}")
+    return t_large, t_small
+
+
+def _check_tau(tau: float) -> float:
+    if not 0.0 <= tau < 1.0:
+        raise ValueError(f"HeteroPure: expected a mask threshold 0 <= tau < 1, found {tau}")
+    return float(tau)
+
+
+def _check_jumps(jumps: int) -> int:
+    if not (isinstance(jumps, int) and jumps >= 1):
+        raise ValueError(f"HeteroPure: expected resample_jumps (U) a whole number >= 1, found "
+                         f"{jumps!r}")
+    return jumps
