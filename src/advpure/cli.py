@@ -182,12 +182,26 @@ EVAL_OPTIONS = [
     ("surrogate_dt", float, "solver step of the surrogate"),
     ("ensemble", int, "S purifications per image, outputs combined (Pei et al. Algorithm 3)"),
     ("ensemble_rule", str, "mean of the S outputs (default) | vote"),
-    ("attack", str, "none | pgd"),
+    ("attack", str, "none | pgd | bpda | transfer | diffusion | apgd | autoattack | square | "
+                    "stadv (one attack; several: an experiment file's 'attacks' list)"),
     ("eps", float, "perturbation budget"),
     ("norm", str, "linf | l2"),
-    ("steps", int, "PGD iterations"),
+    ("steps", int, "attack iterations"),
     ("step_size", float, "PGD step (default 2.5·eps/steps)"),
-    ("eot", int, "EOT copies per gradient"),
+    ("eot", int, "EOT copies per gradient (default 1; autoattack rand: 20)"),
+    ("random_init", bool, "pgd-style attacks: random start in the ball"),
+    ("loss", str, "apgd: ce (default) | dlr"),
+    ("version", str, "autoattack: standard (default) | rand"),
+    ("queries", int, "square, autoattack: Square's queries (default 5000)"),
+    ("bound", float, "stadv: flow bound (default 0.05)"),
+    ("lr", float, "stadv: Adam learning rate (default 0.01)"),
+    ("protocol", str, "a paper's attacks: diffpure | diffpure-l2 | diffpure-stadv | coup | "
+                      "agdm | leekim | pei (instead of --attack)"),
+    ("max_steps", int, "cap every protocol attack's iterations"),
+    ("max_eot", int, "cap every protocol attack's EOT count"),
+    ("max_queries", int, "cap Square's queries in a protocol"),
+    ("draws", int, "purification draws per final evaluation (single-draw and vote accuracy)"),
+    ("save_adversarial", bool, "keep the adversarial images in the record store"),
     ("seeds", str, "comma-separated seeds, e.g. 0,1,2"),
     ("batch_size", int, "images per batch"),
 ]
@@ -198,8 +212,9 @@ def _eval_parameters() -> list[inspect.Parameter]:
 
     defaults = _flat_defaults(config_from_flat({}))
     params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
-                                default=typer.Option(None, help="experiment file (JSON, e.g. a "
-                                                     "run's config.json); flags override it"))]
+                                default=typer.Option(None, help="experiment file (YAML or JSON, "
+                                                     "e.g. a run's config.json); flags "
+                                                     "override it"))]
     for name, kind, help_text in EVAL_OPTIONS:
         shown = defaults.get(name)
         if shown is not None and "default" not in help_text:
@@ -212,7 +227,9 @@ def _eval_parameters() -> list[inspect.Parameter]:
 def _flat_defaults(cfg) -> dict[str, object]:
     from .evaluation.config import flat_fields
 
-    dumped = cfg.model_dump()
+    from .evaluation.config import AttackConfig
+
+    dumped = cfg.model_dump() | {"attack": AttackConfig().model_dump()}
     return {name: (dumped if section is None else dumped[section])[field]
             for name, (section, field) in flat_fields().items()}
 
@@ -237,14 +254,13 @@ def _eval_config(options: dict):
     """The ``EvalConfig`` of the command line: the experiment file, then the flags."""
     from pydantic import ValidationError
 
-    from .evaluation.config import config_errors, config_from_flat
+    from .evaluation.config import config_errors, config_from_flat, read_experiment_file
 
     path = options.pop("config")
-    base = None
-    if path is not None:
-        if not path.is_file():
-            raise typer.BadParameter(f"expected an experiment file, found no file {path}")
-        base = json.loads(path.read_text())
+    try:
+        base = None if path is None else read_experiment_file(path)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     if options["seeds"] is not None:
         options["seeds"] = _parse_seeds(options["seeds"])
     if options["mask_blocks"] is not None:
@@ -253,6 +269,8 @@ def _eval_config(options: dict):
         return config_from_flat(options, base)
     except ValidationError as err:
         raise typer.BadParameter(config_errors(err)) from None
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 @app.command()
@@ -264,7 +282,7 @@ def evaluate(
     """Standard and robust accuracy (mean ± std over seeds); writes a run directory."""
     from .evaluation import results_table, run_evaluation, write_run
 
-    result = run_evaluation(config)
+    result = run_evaluation(config, out_dir=out)
     write_run(result, out)
     typer.echo(results_table([result]))
     typer.echo(f"wrote {out}")
@@ -280,7 +298,8 @@ def sweep(
                                "(model specs for a model)"),
     out: Path = typer.Option(Path("runs/sweep"), help="directory: one run per value, sweep.md, "
                              "sweep.json, sweep.png"),
-    baseline: bool = typer.Option(True, help="also evaluate the undefended classifier"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline",
+                                  help="also evaluate the undefended classifier"),
     config=None,
 ) -> None:
     """Standard and robust accuracy against one purifier option (DiffPure Fig. 3) or model
@@ -404,6 +423,23 @@ def case_study_coup(
                                  seed=seed)
     typer.echo(write_case_study(run_case_study(settings), out))
     typer.echo(f"wrote {out}/case_study.md, case_study.json, confidence.png")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="a run directory (with records.sqlite)"),
+    out: Path = typer.Option(None, help="where to write the tables (default: RUN_DIR)"),
+) -> None:
+    """Rebuild a run's tables (results.md, .json, .csv) from its record store alone."""
+    from .evaluation.report import load_run, report_text, write_run
+
+    try:
+        result = load_run(run_dir)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    write_run(result, out or run_dir)
+    typer.echo(report_text(result))
+    typer.echo(f"wrote {out or run_dir}/results.md, results.json, results.csv")
 
 
 @app.command()

@@ -5,7 +5,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_images, check_labels, check_positive
-from .eot import Model, eot_loss_and_grad
+from .eot import Loss, Model, cross_entropy, eot_loss_and_grad
 
 NORMS = ("linf", "l2")
 
@@ -39,15 +39,19 @@ def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
 def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
         steps: int = 20, step_size: float | None = None, eot: int = 1,
         random_init: bool = True, generator: torch.Generator | None = None,
-        progress: bool = False) -> torch.Tensor:
+        progress: bool = False, loss: Loss | None = None) -> torch.Tensor:
     """Maximize the EOT cross-entropy of ``model`` within the ε-ball; returns the last iterate.
 
+    ``loss(outputs, targets)``: another per-sample objective, with ``y`` its targets (e.g. the
+    diffusion-only attack's squared error to the clean images); labels are checked only for
+    the default cross-entropy.
     ℓ∞ steps along sign(∇), ℓ2 along ∇/‖∇‖₂; each step is projected back onto the ball ∩ [0, 1].
     ``step_size`` defaults to 2.5·ε/steps. ``generator`` drives the random start only; a
     stochastic ``model`` (a PurifiedClassifier) draws its own noise on every call.
     """
     check_images(x)
-    check_labels(y, x.shape[0])
+    if loss is None:
+        check_labels(y, x.shape[0])
     check_choice(norm, NORMS, "norm")
     eps = check_positive(eps, "eps")
     if not isinstance(steps, int) or steps < 1 or not isinstance(eot, int) or eot < 1:
@@ -57,7 +61,7 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
     x = x.detach()
     x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
     for _ in tqdm(range(steps), desc=f"PGD-{steps} EOT-{eot}", disable=not progress, leave=False):
-        _, grad = eot_loss_and_grad(model, x_adv, y, eot)
+        _, grad = eot_loss_and_grad(model, x_adv, y, eot, loss or cross_entropy)
         direction = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
         x_adv = project(x_adv + alpha * direction, x, eps, norm)
     return x_adv.detach()

@@ -1,6 +1,8 @@
 """Frozen evaluation configs (pydantic), saved next to every result (DESIGN.md §2, §5)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
@@ -123,17 +125,96 @@ class DefenseConfig(Frozen):
                     t_star_delta=self.t_star_delta, **self.sampler_option_values()) | overrides
 
 
+ATTACK_FIELDS: dict[str, tuple[str, ...]] = {   # each attack's options (all take eps, norm)
+    "none": (),
+    "pgd": ("steps", "step_size", "eot", "random_init"),
+    "bpda": ("steps", "step_size", "eot", "random_init"),
+    "transfer": ("steps", "step_size", "random_init"),
+    "diffusion": ("steps", "step_size", "eot", "random_init"),
+    "apgd": ("steps", "eot", "loss"),
+    "autoattack": ("steps", "eot", "version", "queries"),
+    "square": ("queries",),
+    "stadv": ("steps", "eot", "bound", "lr"),
+}
+
+
 class AttackConfig(Frozen):
-    name: Literal["none", "pgd"] = "none"
-    eps: PositiveFloat = 8 / 255
+    """One attack on the defended model, its fields named as the attack functions' arguments.
+
+    pgd: PGD+EOT through the defense's gradient mode; bpda: the same with the purifier's
+    gradient replaced by the identity; transfer: PGD on the bare classifier, evaluated on the
+    defense; diffusion: PGD on ‖purify(x') − x‖² (the classifier never consulted); apgd:
+    advpure's batched-EOT APGD; autoattack: the official AutoAttack (standard | rand);
+    square: the official Square Attack; stadv: a flow field of bounded components."""
+
+    name: Literal["none", "pgd", "bpda", "transfer", "diffusion", "apgd", "autoattack",
+                  "square", "stadv"] = "none"
+    eps: PositiveFloat = 8 / 255                # ℓp budget (stadv: unused, see bound)
     norm: Literal["linf", "l2"] = "linf"
-    steps: PositiveInt = 20
-    step_size: PositiveFloat | None = None      # default 2.5·eps/steps
-    eot: PositiveInt = 1                        # EOT copies per gradient
+    steps: PositiveInt = 20                     # iterations
+    step_size: PositiveFloat | None = None      # pgd-style: default 2.5·eps/steps
+    eot: PositiveInt | None = None              # EOT copies per gradient: 1 (autoattack rand: 20)
     random_init: bool = True
+    loss: Literal["ce", "dlr"] | None = None    # apgd: ce (default) | dlr
+    version: Literal["standard", "rand"] | None = None   # autoattack: standard (default) | rand
+    queries: PositiveInt | None = None          # square (and autoattack's Square): 5000
+    bound: PositiveFloat | None = None          # stadv: flow bound (default 0.05)
+    lr: PositiveFloat | None = None             # stadv: Adam learning rate (default 0.01)
+
+    @model_validator(mode="after")
+    def _own_options(self) -> AttackConfig:
+        own = set(ATTACK_FIELDS[self.name]) | {"name", "eps", "norm"}
+        defaults = AttackConfig.model_fields
+        stray = [f"{f}={getattr(self, f)!r}" for f in defaults
+                 if f not in own and getattr(self, f) != defaults[f].default]
+        if stray and self.name != "none":
+            raise ValueError(f"attack {self.name!r} takes no option {', '.join(stray)} "
+                             f"(options: eps, norm, {', '.join(ATTACK_FIELDS[self.name])})")
+        if self.name == "autoattack" and self.version != "rand" and self.eot not in (None, 1):
+            raise ValueError("AutoAttack's standard version has no EOT; use version='rand'")
+        return self
+
+    def eot_copies(self) -> int:
+        """The EOT count in effect: ``eot``, or 20 for AutoAttack rand and 1 otherwise."""
+        if self.eot is not None:
+            return self.eot
+        return 20 if self.name == "autoattack" and self.version == "rand" else 1
+
+    def key(self) -> str:
+        """A short label, unique per setting: 'pgd-linf(eps=0.2, 20 steps, EOT 4)'."""
+        if self.name == "none":
+            return "none"
+        budget = f"bound={self.bound or 0.05:g}" if self.name == "stadv" else \
+            f"eps={self.eps:.3g}"
+        parts = [budget]
+        if self.name == "autoattack":
+            parts.insert(0, self.version or "standard")
+        if self.name == "apgd":
+            parts.insert(0, self.loss or "ce")
+        if "steps" in ATTACK_FIELDS[self.name]:
+            parts.append(f"{self.steps} steps")
+        if self.step_size is not None:
+            parts.append(f"step {self.step_size:.3g}")
+        eot = self.eot_copies()
+        if "eot" in ATTACK_FIELDS[self.name] and (eot > 1 or self.name in ("pgd", "bpda")):
+            parts.append(f"EOT {eot}")
+        if self.queries is not None:
+            parts.append(f"{self.queries} queries")
+        if self.name == "stadv" and self.lr is not None:
+            parts.append(f"lr {self.lr:g}")
+        if "random_init" in ATTACK_FIELDS[self.name] and not self.random_init:
+            parts.append("no random start")
+        norm = "" if self.name == "stadv" else f"-{self.norm}"
+        return f"{self.name}{norm}({', '.join(parts)})"
 
 
 class EvalConfig(Frozen):
+    """An evaluation: data, classifier, defense, the attacks (given, or a paper's ``protocol``
+    with optional caps), seeds and the number of purification draws per final evaluation.
+
+    The single-attack form ``attack: {...}`` (the CLI's ``--attack`` flags, older run files) is
+    read as ``attacks: [{...}]``."""
+
     dataset: Literal["digits", "cifar10", "cifar100"] = "digits"
     data_root: str | None = None
     split: Literal["train", "test"] = "test"
@@ -141,18 +222,65 @@ class EvalConfig(Frozen):
     subset_seed: int = 0
     classifier: str = "builtin:digits-cnn"
     defense: DefenseConfig = DefenseConfig()
-    attack: AttackConfig = AttackConfig()
+    attacks: tuple[AttackConfig, ...] = ()
+    protocol: Literal["diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim",
+                      "pei"] | None = None     # a paper's preset attacks (``protocols.py``)
+    max_steps: PositiveInt | None = None        # caps on the protocol's budgets
+    max_eot: PositiveInt | None = None
+    max_queries: PositiveInt | None = None
+    draws: PositiveInt = 1                      # purification draws per final evaluation
+    save_adversarial: bool = False              # keep adversarial images in the record store
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     batch_size: PositiveInt = 128
 
+    @model_validator(mode="before")
+    @classmethod
+    def _single_attack(cls, data):
+        if not isinstance(data, dict) or "attack" not in data:
+            return data
+        data = dict(data)
+        attack = data.pop("attack")
+        if data.get("attacks"):
+            raise ValueError("expected either 'attack' (one attack) or 'attacks' (a list), "
+                             "found both")
+        name = attack.get("name", "none") if isinstance(attack, dict) else attack.name
+        data["attacks"] = () if name == "none" else (attack,)
+        return data
+
     @model_validator(mode="after")
-    def _guidance_fits_the_data(self) -> EvalConfig:
+    def _consistent(self) -> EvalConfig:
         d = self.defense
         if d.name == "agdm" and d.guidance_classifier is None and self.dataset != "digits":
             raise ValueError(f"AGDM on {self.dataset} needs a robust guidance classifier φ: give "
                              "--guidance-classifier SPEC (train one with `advpure train "
                              "guidance`); the default builtin:digits-guidance is for digits")
+        if self.protocol is not None and self.attacks:
+            raise ValueError(f"expected either a protocol or attacks, found protocol "
+                             f"{self.protocol!r} and {len(self.attacks)} attack(s)")
+        caps = [f for f in ("max_steps", "max_eot", "max_queries") if getattr(self, f)]
+        if caps and self.protocol is None:
+            raise ValueError(f"{', '.join(caps)} cap a protocol's budgets; found no protocol "
+                             "(set the attack's own steps/eot instead)")
+        if d.name == "none" and any(a.name == "diffusion" for a in self.attacks):
+            raise ValueError("the diffusion-only attack needs a purifier; found defense 'none'")
         return self
+
+    def resolved_attacks(self) -> list[AttackConfig]:
+        """The attacks to run: the given ones, or the protocol's with the caps applied."""
+        if self.protocol is None:
+            return list(self.attacks)
+        from .protocols import capped, protocol_attacks
+
+        return [capped(a, self.max_steps, self.max_eot, self.max_queries)
+                for a in protocol_attacks(self.protocol, self.dataset)]
+
+    def budget_reductions(self) -> list[str]:
+        """What this run used less of than its protocol (empty without one)."""
+        if self.protocol is None:
+            return []
+        from .protocols import protocol_attacks, reductions
+
+        return reductions(protocol_attacks(self.protocol, self.dataset), self.resolved_attacks())
 
 
 def config_errors(err: ValidationError) -> str:
@@ -179,8 +307,29 @@ def flat_fields() -> dict[str, tuple[str | None, str]]:
     for section, model in (("defense", DefenseConfig), ("attack", AttackConfig)):
         fields[section] = (section, "name")
         fields.update({f: (section, f) for f in model.model_fields if f != "name"})
-    fields.update({f: (None, f) for f in EvalConfig.model_fields if f not in ("defense", "attack")})
+    fields.update({f: (None, f) for f in EvalConfig.model_fields
+                   if f not in ("defense", "attacks")})      # a list of attacks: files only
     return fields
+
+
+def read_experiment_file(path: Path) -> dict:
+    """The content of a YAML (.yaml, .yml) or JSON experiment file, as a dict; a ValueError
+    names the file and what is wrong with it (validation happens in ``config_from_flat``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"expected an experiment file, found no file {path}")
+    text = path.read_text()
+    try:
+        content = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                         f"{err}") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a mapping of fields (dataset, defense, attacks or "
+                         f"protocol, seeds, …), found {type(content).__name__}")
+    return content
 
 
 def config_from_flat(values: dict[str, object], base: dict | None = None) -> EvalConfig:
@@ -188,6 +337,13 @@ def config_from_flat(values: dict[str, object], base: dict | None = None) -> Eva
     file's content); raises pydantic's ``ValidationError`` (see ``config_errors``)."""
     nested = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (base or {}).items()}
     fields = flat_fields()
+    attack_flags = [n for n, v in values.items() if v is not None and fields[n][0] == "attack"]
+    if attack_flags and nested.get("attacks"):
+        if len(nested["attacks"]) != 1:
+            raise ValueError(f"the experiment file lists {len(nested['attacks'])} attacks; "
+                             f"flags such as --{attack_flags[0].replace('_', '-')} change one "
+                             "attack: edit the file instead")
+        nested["attack"] = dict(nested.pop("attacks")[0])
     for name, value in values.items():
         if value is None:
             continue

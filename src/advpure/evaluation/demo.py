@@ -63,7 +63,7 @@ def save_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path:
     x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
     index = result.subset_indices[:n_images]
     clean, labels = x_all[index], y_all[index]
-    x_adv = torch.cat(result.per_seed[0].x_adv)[:n_images]
+    x_adv = result.adversarial[(cfg.seeds[0], result.attacks[0])][:n_images]
     classifier = load_classifier(cfg.classifier)
     purifier = build_purifier(cfg.defense, classifier)
     with torch.no_grad():

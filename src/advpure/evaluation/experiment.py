@@ -1,22 +1,24 @@
 """Run an evaluation: standard and robust accuracy of a (defended) classifier, over seeds."""
 from __future__ import annotations
 
-import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .. import data
-from ..attacks import pgd
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
 from ..purifiers import AGDM, COUP, DiffPure, HeteroPure, coup_settings
 from ..purifiers.agdm import agdm_t_star
 from ..purifiers.hetero import hetero_times
-from .config import AGDM_DEFAULT_GUIDANCE, AttackConfig, DefenseConfig, EvalConfig
+from .attack_runner import attack_model, run_attack
+from .config import AGDM_DEFAULT_GUIDANCE, DefenseConfig, EvalConfig
+from .results import CLEAN, EvalResult
+from .store import STORE_NAME, Outcome, RecordStore
 
 
 def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
@@ -59,113 +61,101 @@ class Defense:
             surrogate = build_purifier(cfg, classifier, purifier.model, dt=cfg.surrogate_dt)
         return cls(cfg, purifier, surrogate)
 
-    def model(self, classifier: nn.Module, generator: torch.Generator) -> nn.Module:
-        """The model attacks see: the bare classifier, or a PurifiedClassifier."""
+    def model(self, classifier: nn.Module, generator: torch.Generator,
+              gradient: str | None = None) -> nn.Module:
+        """The model attacks see: the bare classifier, or a PurifiedClassifier whose backward
+        pass is the configured gradient mode (or ``gradient``, e.g. BPDA's 'bpda')."""
         if self.purifier is None:
             return classifier
+        gradient = gradient or self.config.gradient
         return PurifiedClassifier(self.purifier, classifier, generator=generator,
-                                  gradient=self.config.gradient, surrogate=self.surrogate,
+                                  gradient=gradient,
+                                  surrogate=self.surrogate if gradient == "surrogate" else None,
                                   ensemble=self.config.ensemble,
                                   ensemble_rule=self.config.ensemble_rule)
 
 
-def attack_batch(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
-    if cfg.name == "none":
-        return x
-    return pgd(model, x, y, eps=cfg.eps, norm=cfg.norm, steps=cfg.steps, step_size=cfg.step_size,
-               eot=cfg.eot, random_init=cfg.random_init, generator=generator)
+def batch_generators(seed: int, start: int, stream: int = 0
+                     ) -> tuple[torch.Generator, torch.Generator]:
+    """(defense, attack) generators of the batch whose first subset position is ``start``, for
+    the ``stream``-th attack (stream 0 also serves the clean evaluation).
 
-
-def batch_generators(seed: int, start: int) -> tuple[torch.Generator, torch.Generator]:
-    """(defense, attack) generators of the batch whose first subset position is ``start``.
-
-    Deriving them from (seed, start) makes a batch's result independent of the batches run
-    before it.
+    Deriving them from (seed, start, stream) makes a batch's result under an attack independent
+    of the batches and attacks run before it.
     """
-    root = torch.Generator().manual_seed(seed * 1_000_003 + start)
+    root = torch.Generator().manual_seed(seed * 1_000_003 + start + stream * 7_919_009)
     defense_seed, attack_seed = torch.randint(0, 2**62, (2,), generator=root).tolist()
     return (torch.Generator().manual_seed(defense_seed),
             torch.Generator().manual_seed(attack_seed))
 
 
-@dataclass
-class SeedResult:
-    seed: int
-    clean_correct: list[bool] = field(default_factory=list)
-    adv_correct: list[bool] = field(default_factory=list)
-    seconds: float = 0.0
-    x_adv: list[torch.Tensor] = field(default_factory=list, repr=False)
-
-    def accuracy(self, which: str) -> float:
-        values = self.clean_correct if which == "standard" else self.adv_correct
-        return sum(values) / len(values)
-
-
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def predict_draws(model: nn.Module, x: torch.Tensor, draws: int) -> torch.Tensor:
+    """Labels predicted in ``draws`` independent calls (fresh purification noise each): R × N."""
     with torch.no_grad():
-        return model(x).argmax(1)
+        return torch.stack([model(x).argmax(1) for _ in range(draws)])
 
 
-def evaluate_seed(cfg: EvalConfig, defense: Defense, classifier: nn.Module,
-                  x: torch.Tensor, y: torch.Tensor, seed: int,
-                  bar: tqdm | None = None) -> SeedResult:
-    """Standard accuracy on clean inputs and robust accuracy on the attack's outputs."""
-    result, start_time = SeedResult(seed), time.perf_counter()
-    for start in range(0, len(y), cfg.batch_size):
-        xb, yb = x[start:start + cfg.batch_size], y[start:start + cfg.batch_size]
-        defense_gen, attack_gen = batch_generators(seed, start)
+def _outcomes(seed: int, attack: str, indices: torch.Tensor, y: torch.Tensor,
+              predictions: torch.Tensor, seconds: float,
+              x_adv: torch.Tensor | None = None) -> list[Outcome]:
+    return [Outcome(seed, attack, int(i), int(label), tuple(predictions[:, k].tolist()),
+                    seconds / len(y), None if x_adv is None else x_adv[k])
+            for k, (i, label) in enumerate(zip(indices, y))]
+
+
+def evaluate_batch(cfg: EvalConfig, defense: Defense, classifier: nn.Module, attacks,
+                   xb: torch.Tensor, yb: torch.Tensor, ib: torch.Tensor, seed: int, start: int,
+                   adversarial: dict) -> list[Outcome]:
+    """Clean and per-attack outcomes of one batch, each final input evaluated in ``draws``
+    purification draws."""
+    outcomes = []
+    for stream, attack in enumerate(attacks or [None]):
+        defense_gen, attack_gen = batch_generators(seed, start, stream)
         model = defense.model(classifier, defense_gen)
-        result.clean_correct += (predict(model, xb) == yb).tolist()
-        x_adv = attack_batch(cfg.attack, model, xb, yb, attack_gen)
-        result.adv_correct += (predict(model, x_adv) == yb).tolist()
-        result.x_adv.append(x_adv)
-        if bar is not None:
-            bar.update(len(yb))
-    result.seconds = time.perf_counter() - start_time
-    return result
+        if stream == 0:
+            began = time.perf_counter()
+            clean = predict_draws(model, xb, cfg.draws)
+            outcomes += _outcomes(seed, CLEAN, ib, yb, clean, time.perf_counter() - began)
+        if attack is None:
+            break
+        began = time.perf_counter()
+        x_adv = run_attack(attack, attack_model(attack, defense, classifier, defense_gen),
+                           xb, yb, attack_gen)
+        predictions = predict_draws(model, x_adv, cfg.draws)
+        outcomes += _outcomes(seed, attack.key(), ib, yb, predictions,
+                              time.perf_counter() - began, x_adv if cfg.save_adversarial else None)
+        adversarial.setdefault((seed, attack.key()), []).append(x_adv.detach())
+    return outcomes
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (0 for a single seed)."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std}
-
-
-@dataclass
-class EvalResult:
-    """Everything one evaluation produced; ``summary()`` is what gets written as JSON."""
-
-    config: EvalConfig
-    per_seed: list[SeedResult]
-    subset_indices: list[int]
-
-    def accuracy(self, which: str) -> dict[str, float]:
-        """Mean ± std over seeds of 'standard' or 'robust' accuracy."""
-        return mean_std([r.accuracy(which) for r in self.per_seed])
-
-    def summary(self) -> dict:
-        return {
-            "config": self.config.model_dump(mode="json"),
-            "standard_accuracy": self.accuracy("standard"),
-            "robust_accuracy": self.accuracy("robust"),
-            "per_seed": [{"seed": r.seed, "standard_accuracy": r.accuracy("standard"),
-                          "robust_accuracy": r.accuracy("robust"), "seconds": r.seconds,
-                          "clean_correct": r.clean_correct, "adv_correct": r.adv_correct}
-                         for r in self.per_seed],
-            "subset_indices": self.subset_indices,
-        }
-
-
-def run_evaluation(cfg: EvalConfig, progress: bool = True) -> EvalResult:
-    """Evaluate ``cfg`` on its fixed subset for every seed."""
+def run_evaluation(cfg: EvalConfig, progress: bool = True, out_dir: Path | None = None
+                   ) -> EvalResult:
+    """Evaluate ``cfg`` on its fixed subset for every seed and attack; with ``out_dir`` every
+    batch's outcomes go to its record store (``records.sqlite``) as they are produced."""
     x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
     x, y, indices = data.fixed_subset(x_all, y_all, cfg.n, cfg.subset_seed)
     classifier = load_classifier(cfg.classifier)
     defense = Defense.build(cfg.defense, classifier)
+    attacks = cfg.resolved_attacks()
+    store = None if out_dir is None else RecordStore(Path(out_dir) / STORE_NAME)
+    run_id = None if store is None else store.begin_run(cfg.model_dump_json())
+    outcomes, seconds, adversarial = [], {}, {}
     with tqdm(total=len(y) * len(cfg.seeds), desc=describe(cfg), disable=not progress) as bar:
-        per_seed = [evaluate_seed(cfg, defense, classifier, x, y, s, bar) for s in cfg.seeds]
-    return EvalResult(cfg, per_seed, indices.tolist())
+        for seed in cfg.seeds:
+            began = time.perf_counter()
+            for start in range(0, len(y), cfg.batch_size):
+                part = slice(start, start + cfg.batch_size)
+                batch = evaluate_batch(cfg, defense, classifier, attacks, x[part], y[part],
+                                       indices[part], seed, start, adversarial)
+                if store is not None:
+                    store.add(run_id, batch)
+                outcomes += batch
+                bar.update(len(y[part]))
+            seconds[seed] = time.perf_counter() - began
+    if store is not None:
+        store.close()
+    return EvalResult(cfg, indices.tolist(), [a.key() for a in attacks], outcomes, seconds,
+                      {k: torch.cat(v) for k, v in adversarial.items()})
 
 
 def describe_defense(d: DefenseConfig) -> str:
@@ -220,7 +210,9 @@ def _describe_hetero(d: DefenseConfig) -> str:
     t_large, t_small = hetero_times(d.t_large, d.t_small)
     parts = [f"t_l={t_large:g}", f"t_s={t_small:g}", f"τ={0.8 if d.tau is None else d.tau:g}",
              f"dt={d.dt:g}"]
-    if d.resampling is not None or d.resample_jumps is not None:
+    if d.resampling == "none":
+        parts.append("no resampling")
+    elif d.resampling is not None or d.resample_jumps is not None:
         parts.append(f"resampling={d.resampling or 'single'}, U={d.resample_jumps or 10}")
     parts += [f"{k}={v}" for k, v in (("resample", d.resample_stage),
                                        ("mask", d.mask_normalisation),
@@ -231,8 +223,13 @@ def _describe_hetero(d: DefenseConfig) -> str:
 
 
 def describe(cfg: EvalConfig) -> str:
-    """A short human label such as 'diffpure(t*=0.1, dt=0.01) vs pgd-linf(eps=0.2, 20 steps, EOT 4)'."""
-    a = cfg.attack
-    attack = "none" if a.name == "none" else (
-        f"pgd-{a.norm}(eps={a.eps:.3g}, {a.steps} steps, EOT {a.eot})")
-    return f"{describe_defense(cfg.defense)} vs {attack}"
+    """A short human label such as 'diffpure(t*=0.1, dt=0.01) vs pgd-linf(eps=0.2, 20 steps,
+    EOT 4)'; a protocol is named with its caps."""
+    if cfg.protocol is not None:
+        caps = [f"{k.removeprefix('max_')} ≤ {v}" for k, v in
+                (("max_steps", cfg.max_steps), ("max_eot", cfg.max_eot),
+                 ("max_queries", cfg.max_queries)) if v is not None]
+        attacks = f"protocol {cfg.protocol}" + (f" ({', '.join(caps)})" if caps else "")
+    else:
+        attacks = " + ".join(a.key() for a in cfg.attacks) or "none"
+    return f"{describe_defense(cfg.defense)} vs {attacks}"

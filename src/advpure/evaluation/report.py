@@ -1,12 +1,20 @@
-"""Run directories, Markdown tables, image grids and plots."""
+"""Run directories, Markdown/JSON/CSV tables in the papers' shape, image grids and plots.
+
+Everything here is computed from an ``EvalResult``, which ``load_run`` rebuilds from a run's
+record store alone (``advpure report RUN_DIR``).
+"""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import torch
 
-from .experiment import EvalResult, describe
+from .config import EvalConfig
+from .experiment import describe, describe_defense
+from .results import EvalResult
+from .store import STORE_NAME, RecordStore
 
 
 def pct(stat: dict[str, float]) -> str:
@@ -14,28 +22,97 @@ def pct(stat: dict[str, float]) -> str:
     return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f} %"
 
 
+def ci(stat: dict[str, float]) -> str:
+    """'[88.1, 97.0]' from a dict with 'ci_low', 'ci_high' fractions."""
+    return f"[{100 * stat['ci_low']:.1f}, {100 * stat['ci_high']:.1f}]"
+
+
 def results_table(results: list[EvalResult]) -> str:
-    """A Markdown table: one row per evaluation, accuracies as mean ± std over seeds."""
+    """A Markdown table: one row per evaluation, accuracies as mean ± std over seeds; the
+    robust column is the per-image worst case over the run's attacks."""
     lines = ["| defense vs attack | seeds | standard accuracy | robust accuracy |",
              "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {describe(r.config)} | {len(r.per_seed)} | "
+        lines.append(f"| {describe(r.config)} | {len(r.config.seeds)} | "
                      f"{pct(r.accuracy('standard'))} | {pct(r.accuracy('robust'))} |")
     return "\n".join(lines)
 
 
+def paper_rows(result: EvalResult) -> list[dict[str, str]]:
+    """The papers' table shape: one row per accuracy (standard, each attack, the AutoAttack
+    papers' rule, our worst case), single-draw and vote, each mean ± std with a 95 % CI."""
+    rows = []
+    summary = result.summary()
+    for which, stats in summary["accuracies"].items():
+        label = {"standard": "standard (clean)",
+                 "robust": "worst case over attacks, per image (ours)"}.get(which, which)
+        rows.append({"accuracy": label,
+                     "single draw": f"{pct(stats['single_draw'])} {ci(stats['single_draw'])}",
+                     "vote": f"{pct(stats['vote'])} {ci(stats['vote'])}"})
+    rule = summary["autoattack_papers_rule"]
+    if rule is not None:
+        rows.insert(-1, {"accuracy": "AutoAttack, min of standard and rand (papers' rule)",
+                         "single draw": pct(rule), "vote": "–"})
+    return rows
+
+
+def paper_table(result: EvalResult) -> str:
+    rows = paper_rows(result)
+    lines = [f"| {describe_defense(result.config.defense)} | single draw | vote |",
+             "|---|---|---|"]
+    lines += [f"| {r['accuracy']} | {r['single draw']} | {r['vote']} |" for r in rows]
+    return "\n".join(lines)
+
+
+def report_text(result: EvalResult) -> str:
+    cfg = result.config
+    notes = [f"Dataset {cfg.dataset} ({cfg.split}), fixed subset of "
+             f"{len(result.subset_indices)} images (subset seed {cfg.subset_seed}), classifier "
+             f"`{cfg.classifier}`, seeds {', '.join(map(str, cfg.seeds))}, {cfg.draws} "
+             "purification draw(s) per final evaluation.",
+             "Mean ± sample std over seeds; brackets: 95 % Wilson interval pooled over all "
+             "(image, seed) evaluations. Single draw: the fraction of draws that are correct; "
+             "vote: the true label has strictly more votes than any other."]
+    reductions = cfg.budget_reductions()
+    if reductions:
+        notes.append(f"**Reduced budgets** against protocol `{cfg.protocol}`: "
+                     + "; ".join(reductions) + ".")
+    return (f"# advpure evaluation\n\n{results_table([result])}\n\n{paper_table(result)}\n\n"
+            + "\n\n".join(notes) + "\n")
+
+
 def write_run(result: EvalResult, out_dir: Path) -> Path:
-    """Write config.json, results.json and results.md into ``out_dir``."""
+    """Write config.json, results.json, results.md and results.csv into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(result.config.model_dump_json(indent=2) + "\n")
     (out_dir / "results.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
-    cfg = result.config
-    (out_dir / "results.md").write_text(
-        f"# advpure evaluation\n\n{results_table([result])}\n\n"
-        f"Dataset {cfg.dataset} ({cfg.split}), fixed subset of {len(result.subset_indices)} "
-        f"images (subset seed {cfg.subset_seed}), classifier `{cfg.classifier}`, seeds "
-        f"{', '.join(map(str, cfg.seeds))}. Standard deviation is the sample std over seeds.\n")
+    (out_dir / "results.md").write_text(report_text(result))
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["defense", "accuracy", "single draw", "vote"])
+        writer.writeheader()
+        for row in paper_rows(result):
+            writer.writerow({"defense": describe_defense(result.config.defense), **row})
     return out_dir
+
+
+def load_run(run_dir: Path) -> EvalResult:
+    """The last run in ``run_dir``'s record store, rebuilt from the store alone."""
+    path = Path(run_dir) / STORE_NAME
+    if not path.is_file():
+        raise ValueError(f"expected a run directory with {STORE_NAME}, found none in {run_dir}")
+    store = RecordStore(path)
+    try:
+        runs = store.runs()
+        if not runs:
+            raise ValueError(f"{path}: the store holds no run")
+        run = runs[-1]
+        config = EvalConfig.model_validate_json(run["config"])
+        outcomes = store.outcomes(run["run_id"])
+    finally:
+        store.close()
+    subset = [o.sample_index for o in outcomes if o.attack == "clean"
+              and o.seed == config.seeds[0]]                 # written in subset order
+    return EvalResult(config, subset, [a.key() for a in config.resolved_attacks()], outcomes)
 
 
 def save_image_grid(rows: dict[str, torch.Tensor], path: Path,

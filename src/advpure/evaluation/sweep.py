@@ -62,7 +62,7 @@ def run_or_resume(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> dict
         if summary["config"] == cfg.model_dump(mode="json"):
             tqdm.write(f"reusing {run_dir} ({describe(cfg)})")
             return summary
-    result = run_evaluation(cfg, progress)
+    result = run_evaluation(cfg, progress, out_dir=run_dir)
     write_run(result, run_dir)
     return result.summary()
 

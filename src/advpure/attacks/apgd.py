@@ -1,0 +1,96 @@
+"""APGD with batched EOT (Croce & Hein 2020, Algorithm 1): advpure's own, for speed.
+
+The official code (``autoattack.apgd``) loops over EOT draws one forward–backward at a time; this
+version runs the K draws as one batch like ``pgd`` (``eot.py``). The algorithm is the paper's:
+step size η = 2ε, momentum α = 0.75, checkpoints w_j = ⌈p_j N⌉ with p_0 = 0, p_1 = 0.22,
+p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06); at a checkpoint η halves (and the iterate
+restarts from the best point) when fewer than ρ = 0.75 of the steps since the last checkpoint
+increased the loss, or when neither η nor the best loss changed since it. Losses: cross-entropy,
+or DLR = −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3) (Eq. 5). Returns the point of highest loss.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import check_choice, check_images, check_labels, check_positive
+from .eot import Model, cross_entropy, eot_loss_and_grad
+from .pgd import NORMS, _flat_norm, project, random_start
+
+MOMENTUM, RHO = 0.75, 0.75
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The difference-of-logits-ratio loss per sample (Croce & Hein 2020, Eq. 5)."""
+    ranked = logits.sort(dim=1, descending=True).values
+    true = logits.gather(1, y[:, None])[:, 0]
+    top_is_true = ranked[:, 0] == true
+    best_other = torch.where(top_is_true, ranked[:, 1], ranked[:, 0])
+    return -(true - best_other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+
+
+LOSSES = {"ce": cross_entropy, "dlr": dlr_loss}
+APGD_LOSSES = tuple(LOSSES)
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations w_j = ⌈p_j · steps⌉ at which the step size may halve."""
+    p, marks = [0.0, 0.22], []
+    while p[-1] < 1.0:
+        marks.append(math.ceil(p[-1] * steps))
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted(set(marks))
+
+
+def _step(x: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, norm: str) -> torch.Tensor:
+    direction = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
+    return x + eta.view(-1, *([1] * (x.dim() - 1))) * direction
+
+
+def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+             steps: int = 100, loss: str = "ce", eot: int = 1,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """APGD-CE / APGD-DLR with batched EOT; the start is uniform in the ball (``generator``)."""
+    check_images(x)
+    y = check_labels(y, x.shape[0])
+    check_choice(norm, NORMS, "norm")
+    check_choice(loss, APGD_LOSSES, "APGD loss")
+    eps = check_positive(eps, "eps")
+    if not (isinstance(steps, int) and steps >= 1 and isinstance(eot, int) and eot >= 1):
+        raise ValueError(f"apgd_eot: expected integer steps >= 1 and eot >= 1, found {steps!r}, "
+                         f"{eot!r}")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    x = x.detach()
+    marks = set(checkpoints(steps))
+    n = x.shape[0]
+    eta = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
+    x_k = random_start(x, eps, norm, generator)
+    f_k, g_k = eot_loss_and_grad(model, x_k, y, eot, LOSSES[loss])
+    x_best, f_best, g_best = x_k.clone(), f_k.clone(), g_k.clone()
+    x_prev = x_k
+    x_next = project(_step(x_k, g_k, eta, norm), x, eps, norm)          # first step: no momentum
+    successes = torch.zeros(n, device=x.device)
+    last_mark, eta_at_mark, best_at_mark = 0, eta.clone(), f_best.clone()
+    for k in range(1, steps + 1):
+        f_next, g_next = eot_loss_and_grad(model, x_next, y, eot, LOSSES[loss])
+        successes += (f_next > f_k).float()
+        improved = f_next > f_best
+        x_best[improved], f_best[improved] = x_next[improved], f_next[improved]
+        g_best[improved] = g_next[improved]
+        x_prev, x_k, f_k, g_k = x_k, x_next, f_next, g_next
+        if k in marks:
+            few = successes < RHO * (k - last_mark)
+            stuck = (eta == eta_at_mark) & (f_best == best_at_mark)
+            halve = few | stuck
+            eta_at_mark, best_at_mark = eta.clone(), f_best.clone()
+            eta = torch.where(halve, eta / 2.0, eta)
+            restart = halve.view(-1, *([1] * (x.dim() - 1)))
+            x_k, g_k = torch.where(restart, x_best, x_k), torch.where(restart, g_best, g_k)
+            successes.zero_()
+            last_mark = k
+        if k == steps:
+            break
+        z = project(_step(x_k, g_k, eta, norm), x, eps, norm)
+        x_next = project(x_k + MOMENTUM * (z - x_k) + (1 - MOMENTUM) * (x_k - x_prev), x, eps, norm)
+    return x_best.detach()

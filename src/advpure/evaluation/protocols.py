@@ -1,0 +1,87 @@
+"""The seed papers' evaluation protocols, one name each (``--protocol``).
+
+Budgets ε are per dataset: CIFAR ℓ∞ 8/255 and ℓ2 0.5 (the papers'); digits ℓ∞ 0.2 and ℓ2 1.0
+(advpure's, for 8×8 images). The papers' PGD step 0.007 belongs to ε = 8/255; it is scaled with
+ε (0.007 · ε / (8/255)) elsewhere.
+
+- ``diffpure`` (DiffPure App. B.2): AutoAttack standard and rand (EOT 20), ℓ∞, and BPDA+EOT with
+  Hill et al.'s defaults (50 steps of ε/4 = 2/255, EOT 15, no random start);
+  ``diffpure-l2``: AutoAttack standard and rand, ℓ2; ``diffpure-stadv``: StAdv (bound 0.05, 100
+  Adam steps of 0.01, EOT 20);
+- ``coup`` (COUP §5.1): AutoAttack standard and rand, and BPDA as PGD-20 with step 0.007;
+- ``agdm`` and ``leekim`` (Lee & Kim 2023, which AGDM follows): PGD+EOT, 200 steps of 0.007,
+  EOT 20;
+- ``pei``: PGD+EOT 200 / 0.007 / EOT 20, BPDA+EOT and AutoAttack (standard and rand) with 100
+  iterations.
+
+``max_steps``, ``max_eot`` and ``max_queries`` (flags on top) cap every attack; ``reductions`` lists what a run
+used less of, and reports print it.
+"""
+from __future__ import annotations
+
+from .config import AttackConfig
+
+PROTOCOLS = ("diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim", "pei")
+EPS = {"cifar10": {"linf": 8 / 255, "l2": 0.5}, "cifar100": {"linf": 8 / 255, "l2": 0.5},
+       "digits": {"linf": 0.2, "l2": 1.0}}
+PAPER_STEP_FRACTION = 0.007 / (8 / 255)     # the papers' step 0.007 at ε = 8/255
+
+
+def _autoattack_pair(eps: float, norm: str, steps: int = 100) -> list[AttackConfig]:
+    return [AttackConfig(name="autoattack", version="standard", eps=eps, norm=norm, steps=steps),
+            AttackConfig(name="autoattack", version="rand", eps=eps, norm=norm, steps=steps)]
+
+
+def protocol_attacks(protocol: str, dataset: str) -> list[AttackConfig]:
+    """The attacks of ``protocol`` at ``dataset``'s budgets, at full (paper) strength."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol: expected one of {', '.join(PROTOCOLS)}, found {protocol!r}")
+    eps = EPS[dataset]["linf"]
+    step = PAPER_STEP_FRACTION * eps
+    pgd200 = AttackConfig(name="pgd", eps=eps, steps=200, step_size=step, eot=20)
+    if protocol == "diffpure":
+        return _autoattack_pair(eps, "linf") + [AttackConfig(
+            name="bpda", eps=eps, steps=50, step_size=eps / 4, eot=15, random_init=False)]
+    if protocol == "diffpure-l2":
+        return _autoattack_pair(EPS[dataset]["l2"], "l2")
+    if protocol == "diffpure-stadv":
+        return [AttackConfig(name="stadv", bound=0.05, steps=100, lr=0.01, eot=20)]
+    if protocol == "coup":
+        return _autoattack_pair(eps, "linf") + [
+            AttackConfig(name="bpda", eps=eps, steps=20, step_size=step)]
+    if protocol in ("agdm", "leekim"):
+        return [pgd200]
+    return [pgd200, AttackConfig(name="bpda", eps=eps, steps=100, step_size=step, eot=20)] + \
+        _autoattack_pair(eps, "linf")
+
+
+def capped(attack: AttackConfig, max_steps: int | None, max_eot: int | None,
+           max_queries: int | None = None) -> AttackConfig:
+    """``attack`` with its steps, EOT count and Square queries cut to the caps (step sizes
+    kept)."""
+    update = {}
+    queries = attack.queries or 5000
+    if max_queries is not None and attack.name in ("square", "autoattack") and \
+            queries > max_queries:
+        update["queries"] = max_queries
+    if max_steps is not None and attack.steps > max_steps:
+        update["steps"] = max_steps
+    if max_eot is not None and attack.eot_copies() > max_eot:
+        update["eot"] = max_eot
+    return attack.model_copy(update=update)
+
+
+def reductions(full: list[AttackConfig], used: list[AttackConfig]) -> list[str]:
+    """'autoattack-linf(rand, …): 20 of 100 steps, EOT 4 of 20' for every reduced attack."""
+    lines = []
+    for a, b in zip(full, used):
+        cuts = []
+        if b.steps < a.steps:
+            cuts.append(f"{b.steps} of {a.steps} steps")
+        if b.eot_copies() < a.eot_copies():
+            cuts.append(f"EOT {b.eot_copies()} of {a.eot_copies()}")
+        if (b.queries or 5000) < (a.queries or 5000):
+            cuts.append(f"{b.queries} of {a.queries or 5000} Square queries")
+        if cuts:
+            lines.append(f"{a.key()}: {', '.join(cuts)}")
+    return lines

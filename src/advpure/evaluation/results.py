@@ -1,0 +1,100 @@
+"""What an evaluation produced, computed from its per-image outcomes alone (so that a run's
+record store rebuilds every table; see ``stats.py`` for the definitions)."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import EvalConfig
+from .stats import accuracy_summary, papers_rule, worst_case
+from .store import Outcome
+
+CLEAN = "clean"
+KINDS = ("single_draw", "vote")
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single seed)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std}
+
+
+@dataclass
+class EvalResult:
+    """The outcomes of one evaluation. ``attacks`` are the attack keys in run order;
+    ``adversarial`` keeps the live run's adversarial images per (seed, attack key)."""
+
+    config: EvalConfig
+    subset_indices: list[int]
+    attacks: list[str]
+    outcomes: list[Outcome]
+    seconds: dict[int, float] = field(default_factory=dict)
+    adversarial: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def correct(self, seed: int, attack: str, kind: str = "single_draw") -> list[float]:
+        """Per-image correctness (in subset order) of one seed under ``attack`` (or 'clean')."""
+        by_index = {o.sample_index: o for o in self.outcomes
+                    if o.seed == seed and o.attack == attack}
+        missing = [i for i in self.subset_indices if i not in by_index]
+        if missing:
+            raise KeyError(f"no outcome of seed {seed}, {attack!r} for {len(missing)} images")
+        return [float(getattr(by_index[i], kind)) for i in self.subset_indices]
+
+    def robust_correct(self, seed: int, kind: str = "single_draw") -> list[float]:
+        """Per image, the worst case over the attacks (ours); the clean outcome without any."""
+        if not self.attacks:
+            return self.correct(seed, CLEAN, kind)
+        return worst_case({a: self.correct(seed, a, kind) for a in self.attacks})
+
+    def accuracy(self, which: str, kind: str = "single_draw") -> dict[str, float]:
+        """Mean ± std over seeds of 'standard' accuracy, 'robust' (worst case over attacks) or
+        one attack's accuracy (its key)."""
+        def per_seed(seed: int) -> list[float]:
+            if which == "standard":
+                return self.correct(seed, CLEAN, kind)
+            if which == "robust":
+                return self.robust_correct(seed, kind)
+            return self.correct(seed, which, kind)
+        return mean_std([statistics.fmean(per_seed(s)) for s in self.config.seeds])
+
+    def interval(self, which: str, kind: str = "single_draw") -> dict[str, float]:
+        """The 95 % Wilson interval of an accuracy pooled over all (image, seed) pairs."""
+        pooled = []
+        for seed in self.config.seeds:
+            pooled += self.correct(seed, CLEAN, kind) if which == "standard" else \
+                self.robust_correct(seed, kind) if which == "robust" else \
+                self.correct(seed, which, kind)
+        return accuracy_summary(pooled)
+
+    def autoattack_papers_rule(self) -> dict[str, float] | None:
+        """The papers' AutoAttack number: min over versions of the aggregate accuracy, per seed
+        (None unless both the standard and the rand version ran)."""
+        versions = [a for a in self.attacks if a.startswith("autoattack")]
+        if not any("(standard" in a for a in versions) or not any("(rand" in a for a in versions):
+            return None
+        return mean_std([papers_rule({a: statistics.fmean(self.correct(s, a)) for a in versions})
+                         for s in self.config.seeds])
+
+    def summary(self) -> dict:
+        """Everything the report needs, as JSON-ready values."""
+        rows = {}
+        for which in ("standard", *self.attacks, "robust"):
+            rows[which] = {kind: {**self.accuracy(which, kind), **self.interval(which, kind)}
+                           for kind in KINDS}
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "standard_accuracy": self.accuracy("standard"),
+            "robust_accuracy": self.accuracy("robust"),
+            "accuracies": rows,
+            "autoattack_papers_rule": self.autoattack_papers_rule(),
+            "budget_reductions": self.config.budget_reductions(),
+            "per_seed": [{"seed": s, "seconds": self.seconds.get(s),
+                          "standard_accuracy": statistics.fmean(self.correct(s, CLEAN)),
+                          "robust_accuracy": statistics.fmean(self.robust_correct(s)),
+                          "clean_correct": self.correct(s, CLEAN),
+                          "adv_correct": self.robust_correct(s)}
+                         for s in self.config.seeds],
+            "subset_indices": self.subset_indices,
+        }

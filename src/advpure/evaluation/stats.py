@@ -1,0 +1,73 @@
+"""Accuracy statistics of stochastic defenses: draws, votes, worst cases, confidence intervals.
+
+A record holds, for one image under one attack (or clean), the labels the defense predicted in
+R independent purification draws. From those:
+
+- **single-draw accuracy**: the fraction of draws that predict the true label (the expected
+  accuracy of one stochastic evaluation);
+- **vote accuracy**: the true label has strictly more votes than any other label (a tie counts
+  as wrong);
+- **worst case over attacks (ours)**: per image, the minimum over attacks of its single-draw
+  accuracy, then the mean over images — stricter than the papers' rule, which takes the minimum
+  of the attacks' *aggregate* accuracies (DiffPure App. B.2, COUP §5.1; ``papers_rule``).
+
+Every accuracy comes with a 95 % Wilson score interval (``wilson_interval``).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+Z_95 = 1.959963984540054      # the standard normal 97.5 % quantile
+
+
+def wilson_interval(successes: float, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (Wilson 1927); ``successes`` may be
+    fractional (a mean of draws times ``trials``)."""
+    if trials <= 0:
+        raise ValueError(f"wilson_interval: expected trials > 0, found {trials}")
+    if not 0.0 <= successes <= trials:
+        raise ValueError(f"wilson_interval: expected 0 <= successes <= trials, found "
+                         f"{successes} of {trials}")
+    p, n = successes / trials, trials
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def single_draw_correct(predictions: Sequence[int], label: int) -> float:
+    """The fraction of draws whose prediction is ``label``."""
+    if not predictions:
+        raise ValueError("single_draw_correct: expected at least one draw, found none")
+    return sum(p == label for p in predictions) / len(predictions)
+
+
+def vote_correct(predictions: Sequence[int], label: int) -> bool:
+    """True when ``label`` has strictly more votes than every other label."""
+    counts = Counter(predictions)
+    return counts[label] > max((c for k, c in counts.items() if k != label), default=0)
+
+
+def worst_case(per_attack: dict[str, Sequence[float]]) -> list[float]:
+    """Per image, the minimum over attacks of its correctness (ours; all lists equally long)."""
+    lengths = {len(v) for v in per_attack.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"worst_case: expected one value per image for every attack, found "
+                         f"lengths {sorted(lengths)}")
+    return [min(values) for values in zip(*per_attack.values())]
+
+
+def papers_rule(accuracies: dict[str, float]) -> float:
+    """The minimum of the attacks' aggregate accuracies (e.g. AutoAttack standard vs rand)."""
+    if not accuracies:
+        raise ValueError("papers_rule: expected at least one attack, found none")
+    return min(accuracies.values())
+
+
+def accuracy_summary(correct: Sequence[float]) -> dict[str, float]:
+    """{"accuracy", "ci_low", "ci_high", "n"} of per-image correctness values in [0, 1]."""
+    n = len(correct)
+    total = float(sum(correct))
+    low, high = wilson_interval(total, n)
+    return {"accuracy": total / n, "ci_low": low, "ci_high": high, "n": n}

@@ -1,0 +1,145 @@
+"""The record store: every per-image outcome of a run, in ``records.sqlite`` in the run
+directory, written as it is produced (one transaction per batch).
+
+Schema (``SCHEMA`` below is the source):
+
+``runs`` — one row per run written into the file:
+    run_id TEXT PRIMARY KEY     a random hex id of this run
+    config_hash TEXT            sha256 of the canonical JSON of the config (first 16 hex digits)
+    config TEXT                 the config as JSON (``EvalConfig.model_dump_json()``)
+    created TEXT                UTC time, ISO 8601
+    advpure_version TEXT
+
+``outcomes`` — one row per (run, seed, attack, image):
+    run_id, config_hash         as above
+    seed INTEGER                the evaluation seed
+    attack TEXT                 "clean", or the attack's key (``AttackConfig.key()``)
+    sample_index INTEGER        the image's index in the dataset split
+    label INTEGER               its true label
+    predictions TEXT            JSON list of the labels predicted in the R purification draws
+    single_draw REAL            fraction of the draws that are correct
+    vote INTEGER                1 when the true label has strictly more votes than any other
+    seconds REAL                wall time of the image's batch for this attack, per image
+    x_adv BLOB                  the adversarial image as float32 bytes (C·H·W), or NULL
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .stats import single_draw_correct, vote_correct
+
+STORE_NAME = "records.sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, config_hash TEXT NOT NULL, config TEXT NOT NULL,
+    created TEXT NOT NULL, advpure_version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outcomes (
+    run_id TEXT NOT NULL, config_hash TEXT NOT NULL, seed INTEGER NOT NULL,
+    attack TEXT NOT NULL, sample_index INTEGER NOT NULL, label INTEGER NOT NULL,
+    predictions TEXT NOT NULL, single_draw REAL NOT NULL, vote INTEGER NOT NULL,
+    seconds REAL NOT NULL, x_adv BLOB,
+    PRIMARY KEY (run_id, seed, attack, sample_index));
+"""
+
+
+def config_hash(config_json: str) -> str:
+    """sha256 of the canonical (sorted-key) JSON of a config, 16 hex digits."""
+    canonical = json.dumps(json.loads(config_json), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One image under one attack (or clean) in one seed."""
+
+    seed: int
+    attack: str
+    sample_index: int
+    label: int
+    predictions: tuple[int, ...]
+    seconds: float
+    x_adv: torch.Tensor | None = None
+
+    @property
+    def single_draw(self) -> float:
+        return single_draw_correct(self.predictions, self.label)
+
+    @property
+    def vote(self) -> bool:
+        return vote_correct(self.predictions, self.label)
+
+
+class RecordStore:
+    """A run's SQLite file: ``begin_run`` once, ``add`` batches of outcomes, read them back."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(self.path)
+        self.connection.executescript(SCHEMA)
+
+    def begin_run(self, config_json: str) -> str:
+        """Register a run of ``config_json``; returns its run id."""
+        from .. import __version__
+
+        run_id = uuid.uuid4().hex[:16]
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        with self.connection:
+            self.connection.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+                                    (run_id, config_hash(config_json), config_json, created,
+                                     __version__))
+        return run_id
+
+    def add(self, run_id: str, outcomes: Iterable[Outcome]) -> None:
+        """Write a batch of outcomes in one transaction."""
+        digest = self.run(run_id)["config_hash"]
+        rows = [(run_id, digest, o.seed, o.attack, o.sample_index, o.label,
+                 json.dumps(list(o.predictions)), o.single_draw, int(o.vote), o.seconds,
+                 None if o.x_adv is None else
+                 o.x_adv.detach().cpu().numpy().astype(np.float32).tobytes())
+                for o in outcomes]
+        with self.connection:
+            self.connection.executemany(
+                "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def run(self, run_id: str) -> dict:
+        row = self.connection.execute(
+            "SELECT run_id, config_hash, config, created, advpure_version FROM runs "
+            "WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"record store {self.path}: no run {run_id!r}")
+        return dict(zip(("run_id", "config_hash", "config", "created", "advpure_version"), row))
+
+    def runs(self) -> list[dict]:
+        ids = [r[0] for r in self.connection.execute("SELECT run_id FROM runs ORDER BY created")]
+        return [self.run(i) for i in ids]
+
+    def outcomes(self, run_id: str) -> list[Outcome]:
+        """Every outcome of ``run_id`` in the order written (images not loaded)."""
+        rows = self.connection.execute(
+            "SELECT seed, attack, sample_index, label, predictions, seconds FROM outcomes "
+            "WHERE run_id = ? ORDER BY rowid", (run_id,))
+        return [Outcome(seed, attack, index, label, tuple(json.loads(preds)), seconds)
+                for seed, attack, index, label, preds, seconds in rows]
+
+    def adversarial(self, run_id: str, seed: int, attack: str, shape: tuple[int, ...]
+                    ) -> dict[int, torch.Tensor]:
+        """The stored adversarial images of one (seed, attack): sample index -> C×H×W tensor."""
+        rows = self.connection.execute(
+            "SELECT sample_index, x_adv FROM outcomes WHERE run_id = ? AND seed = ? AND "
+            "attack = ? AND x_adv IS NOT NULL", (run_id, seed, attack))
+        return {i: torch.from_numpy(np.frombuffer(blob, dtype=np.float32).copy()).view(shape)
+                for i, blob in rows}
+
+    def close(self) -> None:
+        self.connection.close()
