@@ -34,10 +34,19 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def stadv(model: Model, x: torch.Tensor, y: torch.Tensor, *, bound: float = DEFAULT_FLOW_BOUND,
           steps: int = 100, lr: float = 0.01, eot: int = 1) -> torch.Tensor:
-    """StAdv (Xiao et al. 2018) as DiffPure evaluates it (PAT's settings): a per-pixel flow field
-    f = bound·tanh(w), every component within ``bound`` (normalised coordinates), optimised by
-    Adam (``lr``) for ``steps`` iterations on the CW margin averaged over ``eot`` batched draws.
-    Returns the warped images of the last iterate (in [0, 1] by construction)."""
+    """StAdv (Xiao et al. 2018) as DiffPure evaluates it (PAT's settings): the images warped by
+    ``stadv_flow``'s flow field (in [0, 1] by construction)."""
+    flow = stadv_flow(model, x, y, bound=bound, steps=steps, lr=lr, eot=eot)
+    with torch.no_grad():
+        return flow_warp(x.detach(), flow).clamp(0.0, 1.0)
+
+
+def stadv_flow(model: Model, x: torch.Tensor, y: torch.Tensor, *,
+               bound: float = DEFAULT_FLOW_BOUND, steps: int = 100, lr: float = 0.01,
+               eot: int = 1) -> torch.Tensor:
+    """StAdv's flow field f = bound·tanh(w) (N×2×H×W, every component within ``bound`` in
+    normalised coordinates), w optimised by Adam (``lr``) for ``steps`` iterations on the CW
+    margin averaged over ``eot`` batched draws; the last iterate."""
     check_images(x)
     y = check_labels(y, x.shape[0])
     bound = check_positive(bound, "StAdv bound")
@@ -55,8 +64,7 @@ def stadv(model: Model, x: torch.Tensor, y: torch.Tensor, *, bound: float = DEFA
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    with torch.no_grad():
-        return flow_warp(x, bound * torch.tanh(w)).clamp(0.0, 1.0)
+    return (bound * torch.tanh(w)).detach()
 
 
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,

@@ -1,0 +1,172 @@
+"""Evaluation protocols: statistics by hand, the record store, reports, protocols, experiment
+files."""
+import json
+import shutil
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from advpure.cli import app
+from advpure.evaluation import AttackConfig, EvalConfig
+from advpure.evaluation.config import config_from_flat, read_experiment_file
+from advpure.evaluation.protocols import protocol_attacks
+from advpure.evaluation.results import EvalResult
+from advpure.evaluation.stats import (papers_rule, single_draw_correct, vote_correct,
+                                      wilson_interval, worst_case)
+from advpure.evaluation.store import Outcome, RecordStore
+
+
+def test_wilson_interval_by_hand():
+    low, high = wilson_interval(8, 10)
+    assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)   # the textbook example
+    z = 1.959963984540054
+    centre = (0.8 + z * z / 20) / (1 + z * z / 10)
+    half = z / (1 + z * z / 10) * (0.8 * 0.2 / 10 + z * z / 400) ** 0.5
+    assert (low, high) == pytest.approx((centre - half, centre + half))
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_votes_worst_case_and_papers_rule_by_hand():
+    assert single_draw_correct([1, 1, 2], 1) == pytest.approx(2 / 3)
+    assert vote_correct([1, 1, 2], 1) and not vote_correct([1, 2], 1)     # a tie is wrong
+    assert not vote_correct([2, 2, 1, 3], 1)
+    assert worst_case({"a": [1.0, 0.5, 1.0], "b": [0.0, 1.0, 1.0]}) == [0.0, 0.5, 1.0]
+    assert papers_rule({"standard": 0.6, "rand": 0.55}) == 0.55
+
+
+def fixed_result() -> EvalResult:
+    """Two seeds, three images, two AutoAttack versions, two draws each."""
+    cfg = EvalConfig(n=3, seeds=(0, 1), draws=2, attacks=(
+        AttackConfig(name="autoattack", eps=0.1), AttackConfig(name="autoattack", eps=0.1,
+                                                              version="rand")))
+    std, rand = (a.key() for a in cfg.attacks)
+    preds = {  # (seed, attack) -> predictions of images 10, 11, 12 (labels 1, 2, 3)
+        (0, "clean"): [(1, 1), (2, 2), (3, 0)], (1, "clean"): [(1, 1), (2, 2), (3, 3)],
+        (0, std): [(1, 0), (2, 2), (0, 0)], (1, std): [(1, 1), (0, 0), (3, 3)],
+        (0, rand): [(1, 1), (0, 2), (3, 3)], (1, rand): [(1, 1), (2, 2), (0, 3)]}
+    outcomes = [Outcome(seed, attack, 10 + k, 1 + k, p, 0.1)
+                for (seed, attack), rows in preds.items() for k, p in enumerate(rows)]
+    return EvalResult(cfg, [10, 11, 12], [std, rand], outcomes)
+
+
+def test_aggregation_on_fixed_records():
+    r = fixed_result()
+    std, rand = r.attacks
+    assert r.accuracy("standard") == pytest.approx({"mean": (2.5 / 3 + 1) / 2,
+                                                    "std": pytest.approx(0.1178511)})
+    # seed 0: standard 0.5,1,0 → 0.5; rand 1,0.5,1 → 0.833; worst 0.5,0.5,0 → 0.333
+    # seed 1: standard 1,0,1 → 0.667; rand 1,1,0.5 → 0.833; worst 1,0,0.5 → 0.5
+    assert r.accuracy(std)["mean"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert r.accuracy("robust")["mean"] == pytest.approx((1 / 3 + 0.5) / 2)
+    assert r.autoattack_papers_rule()["mean"] == pytest.approx((0.5 + 2 / 3) / 2)
+    # votes (strict majority of 2 draws = both correct): seed 0 rand 1,0,1; seed 1 rand 1,1,0
+    assert r.accuracy(rand, "vote")["mean"] == pytest.approx(2 / 3)
+    pooled = r.interval("robust")                    # 6 (image, seed) pairs, 2.5 correct
+    assert (pooled["ci_low"], pooled["ci_high"]) == pytest.approx(wilson_interval(2.5, 6))
+
+
+def test_the_store_round_trips_a_run(tmp_path):
+    r = fixed_result()
+    store = RecordStore(tmp_path / "records.sqlite")
+    run_id = store.begin_run(r.config.model_dump_json())
+    store.add(run_id, r.outcomes)
+    back = store.outcomes(run_id)
+    assert back == r.outcomes
+    assert store.run(run_id)["config_hash"] == store.runs()[0]["config_hash"]
+    store.close()
+
+
+def test_report_on_a_copied_run_directory_reproduces_the_tables(tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["evaluate", "--defense", "diffpure", "--dt", "0.05",
+                                      "--n", "6", "--seeds", "0,1", "--draws", "3", "--attack",
+                                      "pgd", "--eps", "0.2", "--steps", "2", "--eot", "2",
+                                      "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    for name in ("results.md", "results.csv", "results.json"):
+        (copy / name).unlink()
+    result = CliRunner().invoke(app, ["report", str(copy)])
+    assert result.exit_code == 0, result.output
+    for name in ("results.md", "results.csv"):
+        assert (copy / name).read_text() == (run / name).read_text()
+    original, rebuilt = (json.loads((d / "results.json").read_text()) for d in (run, copy))
+    for summary in (original, rebuilt):
+        for seed in summary["per_seed"]:
+            seed.pop("seconds")
+    assert original == rebuilt
+    bad = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert bad.exit_code != 0 and "records.sqlite" in bad.output
+
+
+def test_protocols_cap_budgets_and_say_so():
+    cfg = EvalConfig(protocol="diffpure", max_steps=5, max_eot=2, max_queries=10)
+    full = protocol_attacks("diffpure", "digits")
+    used = cfg.resolved_attacks()
+    assert [a.name for a in used] == ["autoattack", "autoattack", "bpda"]
+    assert all(a.steps <= 5 and a.eot_copies() <= 2 for a in used)
+    assert full[1].eot_copies() == 20 and full[2].step_size == pytest.approx(0.05)
+    lines = cfg.budget_reductions()
+    assert any("EOT 2 of 20" in line and "5 of 100 steps" in line for line in lines)
+    assert EvalConfig(protocol="agdm").budget_reductions() == []
+    cifar = protocol_attacks("leekim", "cifar10")[0]
+    assert (cifar.eps, cifar.step_size, cifar.steps, cifar.eot) == pytest.approx(
+        (8 / 255, 0.007, 200, 20))
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValidationError, match="either a protocol or attacks"):
+        EvalConfig(protocol="coup", attacks=(AttackConfig(name="pgd"),))
+    with pytest.raises(ValidationError, match="cap a protocol's budgets"):
+        EvalConfig(max_steps=3)
+    with pytest.raises(ValidationError, match="attack 'pgd' takes no option version='rand'"):
+        AttackConfig(name="pgd", version="rand")
+    with pytest.raises(ValidationError, match="standard version has no EOT"):
+        AttackConfig(name="autoattack", eot=4)
+    with pytest.raises(ValidationError, match="needs a purifier"):
+        EvalConfig(attacks=(AttackConfig(name="diffusion"),))
+    legacy = EvalConfig.model_validate({"attack": {"name": "pgd", "eps": 0.1}})
+    assert [a.eps for a in legacy.attacks] == [0.1]
+    base = {"attacks": [{"name": "pgd", "eps": 0.1}, {"name": "apgd", "eps": 0.1}]}
+    with pytest.raises(ValueError, match="lists 2 attacks"):
+        config_from_flat({"eps": 0.2}, base)
+
+
+def test_experiment_files_yaml_and_their_errors(tmp_path):
+    good = tmp_path / "exp.yaml"
+    good.write_text("dataset: digits\nn: 4\ndefense: {name: diffpure, dt: 0.05}\n"
+                    "attacks:\n  - {name: pgd, eps: 0.2, steps: 1}\n  - {name: transfer, eps: 0.2,"
+                    " steps: 1}\nseeds: [0]\n")
+    cfg = config_from_flat({}, read_experiment_file(good))
+    assert [a.name for a in cfg.attacks] == ["pgd", "transfer"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("dataset: digits\nattacks: [name: pgd\n")
+    with pytest.raises(ValueError, match="broken.yaml: not valid YAML"):
+        read_experiment_file(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just text\n")
+    with pytest.raises(ValueError, match="expected a mapping of fields"):
+        read_experiment_file(scalar)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("attacks:\n  - {name: pgd, epsilon: 0.2}\n")
+    result = CliRunner().invoke(app, ["evaluate", "--config", str(wrong)])
+    assert result.exit_code != 0
+    assert "attacks.0.epsilon" in " ".join(result.output.replace("│", " ").split())
+    result = CliRunner().invoke(app, ["evaluate", "--config", str(good), "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "pgd-linf(eps=0.2, 1 steps, EOT 1) + transfer-linf(eps=0.2, 1 steps)" in result.output
+
+
+def test_a_protocol_runs_from_the_command_line(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--protocol", "coup", "--max-steps", "2",
+                                      "--max-eot", "2", "--max-queries", "5", "--n", "4",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "run" / "results.md").read_text()
+    assert "min of standard and rand (papers' rule)" in report
+    assert "**Reduced budgets** against protocol `coup`" in report
