@@ -170,3 +170,42 @@ def test_a_protocol_runs_from_the_command_line(tmp_path):
     report = (tmp_path / "run" / "results.md").read_text()
     assert "min of standard and rand (papers' rule)" in report
     assert "**Reduced budgets** against protocol `coup`" in report
+
+
+def test_standard_accuracy_on_the_whole_split_robust_on_a_nested_subset(tmp_path):
+    from advpure.evaluation import run_evaluation
+
+    cfg = EvalConfig(n=6, defense={"name": "diffpure", "dt": 0.05},
+                     attacks=(AttackConfig(name="pgd", eps=0.2, steps=1),))
+    result = run_evaluation(cfg, progress=False, out_dir=tmp_path)
+    assert len(result.standard_indices) == 359 and len(result.subset_indices) == 6
+    assert set(result.subset_indices) <= set(result.standard_indices)
+    assert len(result.correct(0, "clean")) == 359
+    same = run_evaluation(cfg.model_copy(update={"standard_n": 6}), progress=False)
+    assert same.standard_indices == same.subset_indices == result.subset_indices
+    assert same.correct(0, "clean") == result.correct(0, "clean", on_subset=True)
+    capped = EvalConfig(n=5000, standard_n=6000, attacks=(AttackConfig(name="pgd", steps=1),))
+    undefended = run_evaluation(capped, progress=False)
+    assert len(undefended.subset_indices) == 359 == len(undefended.standard_indices)
+    with pytest.raises(ValidationError, match="standard_n >= n"):
+        EvalConfig(n=10, standard_n=5)
+
+
+def test_sweep_over_the_eot_count_and_the_table_of_defenses(tmp_path):
+    common = ["--dt", "0.05", "--n", "4", "--standard-n", "4", "--attack", "pgd", "--eps",
+              "0.2", "--steps", "1"]
+    result = CliRunner().invoke(app, ["sweep", "--defense", "diffpure", "--param", "eot",
+                                      "--values", "1,2", "--no-baseline", *common,
+                                      "--out", str(tmp_path / "eot")])
+    assert result.exit_code == 0, result.output
+    runs = json.loads((tmp_path / "eot" / "sweep.json").read_text())["runs"]
+    assert [r["config"]["attacks"][0]["eot"] for r in runs] == [1, 2]
+    assert not (tmp_path / "eot" / "undefended").exists()
+    result = CliRunner().invoke(app, ["table", "--defenses", "none,diffpure", *common,
+                                      "--out", str(tmp_path / "table")])
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "table" / "table.json").read_text())
+    assert [r["defense"] for r in table["rows"]] == ["none", "diffpure(t*=0.1, dt=0.05)"]
+    for row in table["rows"]:               # one attack: the worst case is that attack
+        assert row["worst case (ours)"] == row["pgd-linf(eps=0.2, 1 steps, EOT 1)"]
+    assert (tmp_path / "table" / "table.csv").is_file()

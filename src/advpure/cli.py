@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 import json
 import shlex
 import sys
@@ -141,7 +142,9 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
 EVAL_OPTIONS = [
     ("dataset", str, "digits | cifar10 | cifar100"),
     ("data_root", str, "directory of a local CIFAR copy"),
-    ("n", int, "size of the fixed random subset"),
+    ("n", int, "robust accuracy: size of the fixed random subset (at most the split)"),
+    ("standard_n", int, "standard accuracy: images of the same fixed order (default: the "
+                        "whole split; = n for the robust subset only)"),
     ("subset_seed", int, "seed of the subset"),
     ("classifier", str, "classifier spec"),
     ("defense", str, "none | diffpure | coup | agdm | hetero"),
@@ -237,7 +240,9 @@ def _flat_defaults(cfg) -> dict[str, object]:
 def with_eval_options(command):
     """Add the evaluation options (and ``--config``) to a command, which receives the validated
     ``EvalConfig`` as its ``config`` argument."""
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "config"]
+    hints = typing.get_type_hints(command)        # the annotations as types, not strings
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(command).parameters.values() if p.name != "config"]
     eval_params = _eval_parameters()
     names = [p.name for p in eval_params]
 
@@ -292,8 +297,9 @@ def evaluate(
 @with_eval_options
 def sweep(
     param: str = typer.Option("t_star", help="the purifier option to vary, e.g. t_star, dt, "
-                              "t_star_delta, ddim_eta, guidance_scale, or a model: "
-                              "guidance_classifier, diffusion"),
+                              "t_star_delta, ddim_eta, guidance_scale, tau; a model: "
+                              "guidance_classifier, diffusion; or an attack option set on every "
+                              "attack: eps, eot, steps"),
     values: str = typer.Option(..., help="comma-separated values, e.g. 0.025,0.05,0.1,0.2 "
                                "(model specs for a model)"),
     out: Path = typer.Option(Path("runs/sweep"), help="directory: one run per value, sweep.md, "
@@ -316,6 +322,30 @@ def sweep(
         raise typer.BadParameter(str(err)) from None
     typer.echo(sweep_table(result))
     typer.echo(f"wrote {out}/sweep.md, sweep.json, sweep.png")
+
+
+@app.command()
+@with_eval_options
+def table(
+    defenses: str = typer.Option("none,diffpure,coup,agdm,hetero", help="comma-separated "
+                                 "purifiers, each at its defaults (the --defense options apply "
+                                 "to the one named there)"),
+    out: Path = typer.Option(Path("runs/table"), help="directory: one run per defense, "
+                             "table.md, table.csv, table.json"),
+    config=None,
+) -> None:
+    """The papers' table: standard and per-attack robust accuracy for several defenses under
+    the same attacks (e.g. --protocol diffpure); finished runs are reused."""
+    from .evaluation.table import defense_for, run_table, table_markdown
+
+    names = _parse_list(defenses, str)
+    try:
+        configs = [defense_for(config, name) for name in names]
+        result = run_table(config, configs, out)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(table_markdown(result, config))
+    typer.echo(f"wrote {out}/table.md, table.csv, table.json")
 
 
 @app.command()

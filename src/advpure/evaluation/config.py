@@ -218,7 +218,8 @@ class EvalConfig(Frozen):
     dataset: Literal["digits", "cifar10", "cifar100"] = "digits"
     data_root: str | None = None
     split: Literal["train", "test"] = "test"
-    n: PositiveInt = 128                        # fixed random subset size
+    n: PositiveInt = 512                        # robust accuracy: fixed random subset (≤ split)
+    standard_n: PositiveInt | None = None       # standard accuracy: None = the whole split
     subset_seed: int = 0
     classifier: str = "builtin:digits-cnn"
     defense: DefenseConfig = DefenseConfig()
@@ -254,6 +255,9 @@ class EvalConfig(Frozen):
             raise ValueError(f"AGDM on {self.dataset} needs a robust guidance classifier φ: give "
                              "--guidance-classifier SPEC (train one with `advpure train "
                              "guidance`); the default builtin:digits-guidance is for digits")
+        if self.standard_n is not None and self.standard_n < self.n:
+            raise ValueError(f"expected standard_n >= n (the robust subset is part of the "
+                             f"standard one), found standard_n={self.standard_n}, n={self.n}")
         if self.protocol is not None and self.attacks:
             raise ValueError(f"expected either a protocol or attacks, found protocol "
                              f"{self.protocol!r} and {len(self.attacks)} attack(s)")

@@ -128,34 +128,72 @@ def evaluate_batch(cfg: EvalConfig, defense: Defense, classifier: nn.Module, att
     return outcomes
 
 
+CLEAN_STREAM = 1_000     # generators of the clean images outside the robust subset
+
+
+def evaluation_subsets(cfg: EvalConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(robust, standard) dataset indices: fixed subsets of one seed, so the robust subset (n,
+    at most the split) is part of the standard one (standard_n, or the whole split)."""
+    generator = torch.Generator().manual_seed(cfg.subset_seed)
+    order = torch.randperm(size, generator=generator)
+    standard = order[:min(cfg.standard_n or size, size)]
+    return standard[:min(cfg.n, size)].sort().values, standard.sort().values
+
+
+def clean_outcomes(cfg: EvalConfig, defense: Defense, classifier: nn.Module, x: torch.Tensor,
+                   y: torch.Tensor, indices: torch.Tensor, seed: int) -> list[Outcome]:
+    """Clean outcomes of the standard-accuracy images that are not in the robust subset."""
+    outcomes = []
+    for start in range(0, len(y), cfg.batch_size):
+        part = slice(start, start + cfg.batch_size)
+        model = defense.model(classifier, batch_generators(seed, start, CLEAN_STREAM)[0])
+        began = time.perf_counter()
+        predictions = predict_draws(model, x[part], cfg.draws)
+        outcomes += _outcomes(seed, CLEAN, indices[part], y[part], predictions,
+                              time.perf_counter() - began)
+    return outcomes
+
+
 def run_evaluation(cfg: EvalConfig, progress: bool = True, out_dir: Path | None = None
                    ) -> EvalResult:
-    """Evaluate ``cfg`` on its fixed subset for every seed and attack; with ``out_dir`` every
-    batch's outcomes go to its record store (``records.sqlite``) as they are produced."""
+    """Evaluate ``cfg`` for every seed: every attack on the robust subset, clean inputs on the
+    standard set; with ``out_dir`` every batch's outcomes go to its record store
+    (``records.sqlite``) as they are produced."""
     x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
-    x, y, indices = data.fixed_subset(x_all, y_all, cfg.n, cfg.subset_seed)
+    indices, standard = evaluation_subsets(cfg, len(y_all))
+    x, y = x_all[indices], y_all[indices]
+    extra = standard[~torch.isin(standard, indices)]
     classifier = load_classifier(cfg.classifier)
     defense = Defense.build(cfg.defense, classifier)
     attacks = cfg.resolved_attacks()
     store = None if out_dir is None else RecordStore(Path(out_dir) / STORE_NAME)
     run_id = None if store is None else store.begin_run(cfg.model_dump_json())
     outcomes, seconds, adversarial = [], {}, {}
-    with tqdm(total=len(y) * len(cfg.seeds), desc=describe(cfg), disable=not progress) as bar:
+    total = (len(y) + len(extra)) * len(cfg.seeds)
+    with tqdm(total=total, desc=describe(cfg), disable=not progress) as bar:
         for seed in cfg.seeds:
             began = time.perf_counter()
             for start in range(0, len(y), cfg.batch_size):
                 part = slice(start, start + cfg.batch_size)
                 batch = evaluate_batch(cfg, defense, classifier, attacks, x[part], y[part],
                                        indices[part], seed, start, adversarial)
-                if store is not None:
-                    store.add(run_id, batch)
-                outcomes += batch
+                outcomes += _record(store, run_id, batch)
                 bar.update(len(y[part]))
+            if len(extra):
+                outcomes += _record(store, run_id, clean_outcomes(
+                    cfg, defense, classifier, x_all[extra], y_all[extra], extra, seed))
+                bar.update(len(extra))
             seconds[seed] = time.perf_counter() - began
     if store is not None:
         store.close()
     return EvalResult(cfg, indices.tolist(), [a.key() for a in attacks], outcomes, seconds,
-                      {k: torch.cat(v) for k, v in adversarial.items()})
+                      {k: torch.cat(v) for k, v in adversarial.items()}, standard.tolist())
+
+
+def _record(store: RecordStore | None, run_id: str | None, batch: list[Outcome]) -> list[Outcome]:
+    if store is not None:
+        store.add(run_id, batch)
+    return batch
 
 
 def describe_defense(d: DefenseConfig) -> str:

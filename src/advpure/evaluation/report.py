@@ -66,8 +66,11 @@ def paper_table(result: EvalResult) -> str:
 
 def report_text(result: EvalResult) -> str:
     cfg = result.config
-    notes = [f"Dataset {cfg.dataset} ({cfg.split}), fixed subset of "
-             f"{len(result.subset_indices)} images (subset seed {cfg.subset_seed}), classifier "
+    standard = "the same images" if result.standard_indices == result.subset_indices else \
+        f"{len(result.standard_indices)} images"
+    notes = [f"Dataset {cfg.dataset} ({cfg.split}): robust accuracy on a fixed subset of "
+             f"{len(result.subset_indices)} images (subset seed {cfg.subset_seed}), standard "
+             f"accuracy on {standard}; classifier "
              f"`{cfg.classifier}`, seeds {', '.join(map(str, cfg.seeds))}, {cfg.draws} "
              "purification draw(s) per final evaluation.",
              "Mean ± sample std over seeds; brackets: 95 % Wilson interval pooled over all "
@@ -110,9 +113,10 @@ def load_run(run_dir: Path) -> EvalResult:
         outcomes = store.outcomes(run["run_id"])
     finally:
         store.close()
-    subset = [o.sample_index for o in outcomes if o.attack == "clean"
-              and o.seed == config.seeds[0]]                 # written in subset order
-    return EvalResult(config, subset, [a.key() for a in config.resolved_attacks()], outcomes)
+    attacks = [a.key() for a in config.resolved_attacks()]
+    clean = [o.sample_index for o in outcomes if o.seed == config.seeds[0] and o.attack == "clean"]
+    subset = clean[:min(config.n, len(clean))]       # the robust subset's clean rows come first
+    return EvalResult(config, sorted(subset), attacks, outcomes, standard_indices=sorted(clean))
 
 
 def save_image_grid(rows: dict[str, torch.Tensor], path: Path,

@@ -23,8 +23,10 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 @dataclass
 class EvalResult:
-    """The outcomes of one evaluation. ``attacks`` are the attack keys in run order;
-    ``adversarial`` keeps the live run's adversarial images per (seed, attack key)."""
+    """The outcomes of one evaluation. ``subset_indices``: the robust subset (attacked);
+    ``standard_indices``: the images of standard accuracy (a superset; default the same);
+    ``attacks``: the attack keys in run order; ``adversarial`` keeps the live run's
+    adversarial images per (seed, attack key)."""
 
     config: EvalConfig
     subset_indices: list[int]
@@ -32,20 +34,29 @@ class EvalResult:
     outcomes: list[Outcome]
     seconds: dict[int, float] = field(default_factory=dict)
     adversarial: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    standard_indices: list[int] | None = None
 
-    def correct(self, seed: int, attack: str, kind: str = "single_draw") -> list[float]:
-        """Per-image correctness (in subset order) of one seed under ``attack`` (or 'clean')."""
+    def __post_init__(self):
+        if self.standard_indices is None:
+            self.standard_indices = list(self.subset_indices)
+
+    def correct(self, seed: int, attack: str, kind: str = "single_draw",
+                on_subset: bool = False) -> list[float]:
+        """Per-image correctness of one seed under ``attack`` (robust subset order), or clean
+        (standard set order; ``on_subset``: the robust subset's clean outcomes)."""
         by_index = {o.sample_index: o for o in self.outcomes
                     if o.seed == seed and o.attack == attack}
-        missing = [i for i in self.subset_indices if i not in by_index]
+        images = self.standard_indices if attack == CLEAN and not on_subset else \
+            self.subset_indices
+        missing = [i for i in images if i not in by_index]
         if missing:
             raise KeyError(f"no outcome of seed {seed}, {attack!r} for {len(missing)} images")
-        return [float(getattr(by_index[i], kind)) for i in self.subset_indices]
+        return [float(getattr(by_index[i], kind)) for i in images]
 
     def robust_correct(self, seed: int, kind: str = "single_draw") -> list[float]:
         """Per image, the worst case over the attacks (ours); the clean outcome without any."""
         if not self.attacks:
-            return self.correct(seed, CLEAN, kind)
+            return self.correct(seed, CLEAN, kind, on_subset=True)
         return worst_case({a: self.correct(seed, a, kind) for a in self.attacks})
 
     def accuracy(self, which: str, kind: str = "single_draw") -> dict[str, float]:
@@ -97,4 +108,5 @@ class EvalResult:
                           "adv_correct": self.robust_correct(s)}
                          for s in self.config.seeds],
             "subset_indices": self.subset_indices,
+            "standard_indices": self.standard_indices,
         }

@@ -1,5 +1,6 @@
 """``advpure sweep``: standard and robust accuracy against one numeric purifier option
-(DiffPure Fig. 3 analog for t*), one run directory per value, resumable."""
+(DiffPure Fig. 3 analog for t*), a model, or an attack option (ε, EOT count, iterations:
+DiffPure Fig. 6), one run directory per value, resumable."""
 from __future__ import annotations
 
 import json
@@ -26,7 +27,8 @@ def _is_numeric(annotation) -> bool:
 NUMERIC_SWEEPABLE = tuple(name for name, info in DefenseConfig.model_fields.items()
                           if _is_numeric(info.annotation))
 MODEL_SWEEPABLE = ("guidance_classifier", "diffusion")     # specs (AGDM Fig. 3c: one φ per λ)
-SWEEPABLE = NUMERIC_SWEEPABLE + MODEL_SWEEPABLE
+ATTACK_SWEEPABLE = ("eps", "eot", "steps")     # set on every attack (DiffPure Fig. 6: EOT)
+SWEEPABLE = NUMERIC_SWEEPABLE + MODEL_SWEEPABLE + ATTACK_SWEEPABLE
 
 
 def value_label(value: float | str) -> str:
@@ -47,9 +49,20 @@ class Sweep:
 
 
 def with_option(base: EvalConfig, param: str, value: float | str) -> EvalConfig:
-    """``base`` with ``defense.<param> = value``, validated again."""
+    """``base`` with ``defense.<param> = value``, or an attack option set on every attack (on a
+    protocol: the cap ``max_<param>``), validated again."""
     data = base.model_dump()
-    data["defense"][param] = value
+    if param not in ATTACK_SWEEPABLE:
+        data["defense"][param] = value
+    elif base.protocol is not None:
+        if param == "eps":
+            raise ValueError("sweep: a protocol fixes eps; sweep eps over explicit attacks")
+        data[f"max_{param}"] = int(value)
+    else:
+        if not base.attacks:
+            raise ValueError(f"sweep: {param} is an attack option; found no attack")
+        data["attacks"] = [a | {param: value if param == "eps" else int(value)}
+                           for a in data["attacks"]]
     return EvalConfig.model_validate(data)
 
 
@@ -75,12 +88,14 @@ def run_sweep(base: EvalConfig, param: str, values: list[float] | list[str], out
                          f"{', '.join(SWEEPABLE)}, found {param!r}")
     if not values:
         raise ValueError("sweep: expected at least one value, found none")
-    if base.defense.name == "none":
+    if base.defense.name == "none" and param not in ATTACK_SWEEPABLE:
         raise ValueError("sweep: expected a defense to sweep (e.g. diffpure), found 'none'")
     configs = [with_option(base, param, v) for v in values]     # all validated before any run
     summaries = [run_or_resume(cfg, out_dir / f"{param}={value_label(v)}", progress)
                  for cfg, v in zip(configs, values)]
     undefended = base.model_copy(update={"defense": DefenseConfig()})
+    baseline = baseline and base.defense.name != "none" and not any(
+        a.name == "diffusion" for a in base.resolved_attacks())
     reference = run_or_resume(undefended, out_dir / "undefended", progress) if baseline else None
     sweep = Sweep(param, list(values), summaries, reference)
     write_sweep(sweep, base, out_dir)
