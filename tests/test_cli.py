@@ -111,6 +111,9 @@ def test_sweep_writes_table_plot_and_resumes(tmp_path):
     assert [r["config"]["defense"]["t_star"] for r in runs] == [0.05, 0.1]
     resumed = CliRunner().invoke(app, args)
     assert resumed.exit_code == 0 and resumed.output.count("reusing") == 3, resumed.output
-    bad = CliRunner().invoke(app, args[:1] + ["--param", "eps", "--values", "0.1", "--defense",
+    bad = CliRunner().invoke(app, args[:1] + ["--param", "sampler", "--values", "0.1", "--defense",
                                               "diffpure"])
     assert bad.exit_code != 0 and "expected a numeric purifier option" in bad.output
+    no_attack = CliRunner().invoke(app, args[:1] + ["--param", "eot", "--values", "2",
+                                                    "--defense", "diffpure"])
+    assert no_attack.exit_code != 0 and "found no attack" in no_attack.output
