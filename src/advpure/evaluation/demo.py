@@ -28,8 +28,8 @@ class DemoSettings:
 
     def config(self, defense: DefenseConfig, seeds: tuple[int, ...]) -> EvalConfig:
         attack = AttackConfig(name="pgd", eps=self.eps, norm="linf", steps=self.steps, eot=self.eot)
-        return EvalConfig(dataset="digits", n=self.n, defense=defense, attack=attack,
-                          seeds=seeds, batch_size=self.n)
+        return EvalConfig(dataset="digits", n=self.n, standard_n=self.n, defense=defense,
+                          attacks=(attack,), seeds=seeds, batch_size=self.n)
 
     def diffpure(self, t_star: float) -> DefenseConfig:
         return DefenseConfig(name="diffpure", t_star=t_star, dt=self.dt)
@@ -80,7 +80,7 @@ def demo_report(settings: DemoSettings, undefended: EvalResult, diffpure: EvalRe
     return (
         "# advpure demo: DiffPure on digits under adaptive PGD+EOT\n\n"
         f"{results_table([undefended, diffpure])}\n\n"
-        f"**Reduced settings (CPU demo):** {settings.n} test images, ℓ∞ PGD-{settings.steps} with "
+        f"**Reduced settings (CPU demo):** {settings.n} test images (standard and robust), ℓ∞ PGD-{settings.steps} with "
         f"EOT-{settings.eot}, ε = {settings.eps}, step 2.5·ε/steps, reverse-SDE dt = {settings.dt}, "
         f"seeds {', '.join(map(str, settings.seeds))} (mean ± sample std). The paper uses "
         "dt = 1e-3 and stronger attacks: run `advpure evaluate` with those flags. Gradients flow "
