@@ -209,3 +209,28 @@ def test_sweep_over_the_eot_count_and_the_table_of_defenses(tmp_path):
     for row in table["rows"]:               # one attack: the worst case is that attack
         assert row["worst case (ours)"] == row["pgd-linf(eps=0.2, 1 steps, EOT 1)"]
     assert (tmp_path / "table" / "table.csv").is_file()
+
+
+def test_saved_adversarial_images_come_back_with_the_grid_and_files_list_defenses(tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["evaluate", "--defense", "diffpure", "--dt", "0.05",
+                                      "--n", "4", "--standard-n", "4", "--attack", "pgd",
+                                      "--eps", "0.2", "--steps", "1", "--save-adversarial",
+                                      "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "grid.png" in (run / "results.md").read_text()
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "grid.png").unlink()
+    assert CliRunner().invoke(app, ["report", str(copy)]).exit_code == 0
+    assert (copy / "grid.png").read_bytes() == (run / "grid.png").read_bytes()
+    exp = tmp_path / "table.yaml"
+    exp.write_text("n: 4\nstandard_n: 4\nattacks: [{name: pgd, eps: 0.2, steps: 1}]\n"
+                   "defenses:\n  - {name: none}\n  - {name: diffpure, dt: 0.05, t_star: 0.05}\n")
+    result = CliRunner().invoke(app, ["table", "--config", str(exp), "--out",
+                                      str(tmp_path / "table")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "table" / "table.json").read_text())["rows"]
+    assert [r["defense"] for r in rows] == ["none", "diffpure(t*=0.05, dt=0.05)"]
+    refused = CliRunner().invoke(app, ["evaluate", "--config", str(exp)])
+    assert refused.exit_code != 0 and "advpure table --config" in refused.output

@@ -287,6 +287,9 @@ def evaluate(
     """Standard and robust accuracy (mean ± std over seeds); writes a run directory."""
     from .evaluation import results_table, run_evaluation, write_run
 
+    if config.defenses:
+        raise typer.BadParameter("the experiment file lists several defenses: run it with "
+                                 "`advpure table --config FILE`")
     result = run_evaluation(config, out_dir=out)
     write_run(result, out)
     typer.echo(results_table([result]))
@@ -329,19 +332,18 @@ def sweep(
 def table(
     defenses: str = typer.Option("none,diffpure,coup,agdm,hetero", help="comma-separated "
                                  "purifiers, each at its defaults (the --defense options apply "
-                                 "to the one named there)"),
+                                 "to the one named there); an experiment file's 'defenses' "
+                                 "list replaces them"),
     out: Path = typer.Option(Path("runs/table"), help="directory: one run per defense, "
                              "table.md, table.csv, table.json"),
     config=None,
 ) -> None:
     """The papers' table: standard and per-attack robust accuracy for several defenses under
     the same attacks (e.g. --protocol diffpure); finished runs are reused."""
-    from .evaluation.table import defense_for, run_table, table_markdown
+    from .evaluation.table import run_table, table_configs, table_markdown
 
-    names = _parse_list(defenses, str)
     try:
-        configs = [defense_for(config, name) for name in names]
-        result = run_table(config, configs, out)
+        result = run_table(config, table_configs(config, list(_parse_list(defenses, str))), out)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(table_markdown(result, config))

@@ -223,6 +223,7 @@ class EvalConfig(Frozen):
     subset_seed: int = 0
     classifier: str = "builtin:digits-cnn"
     defense: DefenseConfig = DefenseConfig()
+    defenses: tuple[DefenseConfig, ...] = ()    # the rows of `advpure table` (files only)
     attacks: tuple[AttackConfig, ...] = ()
     protocol: Literal["diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim",
                       "pei"] | None = None     # a paper's preset attacks (``protocols.py``)
@@ -312,7 +313,7 @@ def flat_fields() -> dict[str, tuple[str | None, str]]:
         fields[section] = (section, "name")
         fields.update({f: (section, f) for f in model.model_fields if f != "name"})
     fields.update({f: (None, f) for f in EvalConfig.model_fields
-                   if f not in ("defense", "attacks")})      # a list of attacks: files only
+                   if f not in ("defense", "attacks", "defenses")})     # lists: files only
     return fields
 
 

@@ -84,12 +84,38 @@ def report_text(result: EvalResult) -> str:
             + "\n\n".join(notes) + "\n")
 
 
+def attack_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path | None:
+    """Clean images and each attack's adversarial ones (first seed, first images), captioned
+    with the true label and the first draw's prediction; only for runs that keep their
+    adversarial images (``save_adversarial``), so that ``report`` rebuilds it from the store."""
+    from .. import data
+
+    if not result.config.save_adversarial:
+        return None
+    seed = result.config.seeds[0]
+    rows = {a: result.adversarial[(seed, a)][:n_images] for a in result.attacks
+            if (seed, a) in result.adversarial}
+    if not rows:
+        return None
+    cfg = result.config
+    x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
+    index = result.subset_indices[:n_images]
+    first = {(o.attack, o.sample_index): o.predictions[0] for o in result.outcomes
+             if o.seed == seed}
+    captions = {"clean": [f"label {int(y_all[i])}" for i in index]}
+    captions |= {a: [f"pred. {first[(a, i)]}" for i in index] for a in rows}
+    return save_image_grid({"clean": x_all[index], **rows}, path, captions)
+
+
 def write_run(result: EvalResult, out_dir: Path) -> Path:
-    """Write config.json, results.json, results.md and results.csv into ``out_dir``."""
+    """Write config.json, results.json, results.md, results.csv and, when the run keeps its
+    adversarial images, grid.png into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    grid = attack_grid(result, out_dir / "grid.png")
     (out_dir / "config.json").write_text(result.config.model_dump_json(indent=2) + "\n")
     (out_dir / "results.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
-    (out_dir / "results.md").write_text(report_text(result))
+    figure = "" if grid is None else "\n![clean and adversarial images](grid.png)\n"
+    (out_dir / "results.md").write_text(report_text(result) + figure)
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["defense", "accuracy", "single draw", "vote"])
         writer.writeheader()
@@ -111,12 +137,31 @@ def load_run(run_dir: Path) -> EvalResult:
         run = runs[-1]
         config = EvalConfig.model_validate_json(run["config"])
         outcomes = store.outcomes(run["run_id"])
+        attacks = [a.key() for a in config.resolved_attacks()]
+        clean = [o.sample_index for o in outcomes
+                 if o.seed == config.seeds[0] and o.attack == "clean"]
+        subset = sorted(clean[:min(config.n, len(clean))])   # the robust subset's rows first
+        adversarial = _stored_adversarial(store, run["run_id"], config, attacks, subset)
     finally:
         store.close()
-    attacks = [a.key() for a in config.resolved_attacks()]
-    clean = [o.sample_index for o in outcomes if o.seed == config.seeds[0] and o.attack == "clean"]
-    subset = clean[:min(config.n, len(clean))]       # the robust subset's clean rows come first
-    return EvalResult(config, sorted(subset), attacks, outcomes, standard_indices=sorted(clean))
+    return EvalResult(config, subset, attacks, outcomes, adversarial=adversarial,
+                      standard_indices=sorted(clean))
+
+
+def _stored_adversarial(store: RecordStore, run_id: str, config: EvalConfig,
+                        attacks: list[str], subset: list[int]) -> dict:
+    """The first seed's stored adversarial images per attack (``--save-adversarial``)."""
+    if not config.save_adversarial:
+        return {}
+    from .. import data
+
+    shape = tuple(data.load(config.dataset, config.split, root=config.data_root)[0].shape[1:])
+    seed, found = config.seeds[0], {}
+    for attack in attacks:
+        images = store.adversarial(run_id, seed, attack, shape)
+        if len(images) == len(subset):
+            found[(seed, attack)] = torch.stack([images[i] for i in subset])
+    return found
 
 
 def save_image_grid(rows: dict[str, torch.Tensor], path: Path,

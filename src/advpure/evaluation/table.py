@@ -15,6 +15,14 @@ from .sweep import run_or_resume
 COMMON = ("diffusion", "dt", "gradient", "surrogate_dt", "ensemble", "ensemble_rule")
 
 
+def table_configs(base: EvalConfig, names: list[str]) -> list[EvalConfig]:
+    """One config per row: the file's ``defenses`` if it lists any, else each name in
+    ``names`` at its defaults (``defense_for``)."""
+    if base.defenses:
+        return [base.model_copy(update={"defense": d, "defenses": ()}) for d in base.defenses]
+    return [defense_for(base, name) for name in names]
+
+
 def defense_for(base: EvalConfig, name: str) -> EvalConfig:
     """``base`` defended by purifier ``name`` at its defaults, keeping the common options."""
     if name == base.defense.name:
