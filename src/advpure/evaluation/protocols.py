@@ -61,8 +61,9 @@ def capped(attack: AttackConfig, max_steps: int | None, max_eot: int | None,
     kept)."""
     update = {}
     queries = attack.queries or 5000
-    if max_queries is not None and attack.name in ("square", "autoattack") and \
-            queries > max_queries:
+    uses_square = attack.name == "square" or (attack.name == "autoattack"
+                                              and attack.version != "rand")
+    if max_queries is not None and uses_square and queries > max_queries:
         update["queries"] = max_queries
     if max_steps is not None and attack.steps > max_steps:
         update["steps"] = max_steps

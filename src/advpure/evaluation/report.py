@@ -137,7 +137,7 @@ def load_run(run_dir: Path) -> EvalResult:
         run = runs[-1]
         config = EvalConfig.model_validate_json(run["config"])
         outcomes = store.outcomes(run["run_id"])
-        attacks = [a.key() for a in config.resolved_attacks()]
+        attacks = list(dict.fromkeys(o.attack for o in outcomes if o.attack != "clean"))
         clean = [o.sample_index for o in outcomes
                  if o.seed == config.seeds[0] and o.attack == "clean"]
         subset = sorted(clean[:min(config.n, len(clean))])   # the robust subset's rows first
