@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import inspect
 import typing
-import json
 import shlex
 import sys
 from pathlib import Path

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -290,14 +290,24 @@ def run(out_dir: Path, workloads=tuple(WORKLOADS), steps=STEPS, modes=MODES, cap
     header = (f"# Gradient modes: time and peak memory\n\ndevice {device}, {threads} threads, "
               f"t* = {T_STAR}, dt = t*/N, memory cap {cap_gb:g} GiB, median of {repeats} "
               "timed runs after a warm-up; memory from one more run\n\n")
-    (out_dir / "gradients.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out_dir / "gradients.md").write_text(header + table)
+    save_report(out_dir, "gradients", rows, header + table)
     plot(rows, modes, out_dir / "gradients.png")
     return header + table
 
 
+def save_report(out_dir: Path, stem: str, rows: list[dict], text: str) -> None:
+    """``stem``.json (the measured rows) and ``stem``.md (the report) in ``out_dir``."""
+    (out_dir / f"{stem}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(text)
+
+
+def serve(measure_one) -> None:
+    """The child-process entry point: measure the JSON spec in argv[1], print the row."""
+    print(json.dumps(measure_one(json.loads(sys.argv[1]))))
+
+
 def main() -> None:
-    print(json.dumps(worker(json.loads(sys.argv[1]))))
+    serve(worker)
 
 
 if __name__ == "__main__":

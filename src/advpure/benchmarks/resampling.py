@@ -7,14 +7,13 @@ measurement and isolation this reuses); the mask is computed once, outside the t
 """
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .gradients import WORKLOADS, build_model, measure, plot_time_and_memory, run_isolated
+from .gradients import (WORKLOADS, build_model, measure, plot_time_and_memory, run_isolated,
+                        save_report, serve)
 
 METHODS = ("repaint", "single")
 MODES = ("exact", "checkpoint")
@@ -137,14 +136,13 @@ def run(out_dir: Path, workloads=("digits", "unet32"), jumps=JUMPS, modes=MODES,
               f"(dt = t_l/{steps}), memory cap {cap_gb:g} GiB, median of {repeats} timed runs "
               "after a warm-up; memory from one more run\n\n")
     table = format_table(rows, jumps, modes)
-    (out_dir / "resampling.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out_dir / "resampling.md").write_text(header + table)
+    save_report(out_dir, "resampling", rows, header + table)
     plot(rows, modes, out_dir / "resampling.png")
     return header + table
 
 
 def main() -> None:
-    print(json.dumps(worker(json.loads(sys.argv[1]))))
+    serve(worker)
 
 
 if __name__ == "__main__":

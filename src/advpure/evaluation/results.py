@@ -39,13 +39,15 @@ class EvalResult:
     def __post_init__(self):
         if self.standard_indices is None:
             self.standard_indices = list(self.subset_indices)
+        self._indexed: dict[tuple[int, str], dict[int, Outcome]] = {}
+        for o in self.outcomes:                    # (seed, attack) -> sample index -> outcome
+            self._indexed.setdefault((o.seed, o.attack), {})[o.sample_index] = o
 
     def correct(self, seed: int, attack: str, kind: str = "single_draw",
                 on_subset: bool = False) -> list[float]:
         """Per-image correctness of one seed under ``attack`` (robust subset order), or clean
         (standard set order; ``on_subset``: the robust subset's clean outcomes)."""
-        by_index = {o.sample_index: o for o in self.outcomes
-                    if o.seed == seed and o.attack == attack}
+        by_index = self._indexed.get((seed, attack), {})
         images = self.standard_indices if attack == CLEAN and not on_subset else \
             self.subset_indices
         missing = [i for i in images if i not in by_index]

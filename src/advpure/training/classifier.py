@@ -1,7 +1,7 @@
 """Train a classifier by cross-entropy with Adam, light shift augmentation and EMA weights."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
