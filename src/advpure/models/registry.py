@@ -1,6 +1,7 @@
 """Spec strings -> models (RobustBench style: the registry is data, the loader is short).
 
-A spec is ``builtin:NAME`` for a checkpoint shipped with the package, or the path of a
+A spec is ``builtin:NAME`` for a checkpoint shipped with the package, ``FAMILY:PATH`` for a
+public checkpoint (``public.py``: ``wrn-28-10:/models/Standard.pt``), or the path of a
 checkpoint (``<stem>.json``, ``<stem>.safetensors`` or the stem) written by ``advpure train``.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoint import load_checkpoint
+from .public import is_public_spec, load_public
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -38,9 +40,13 @@ def resolve_spec(spec: str, kind: str) -> Path:
 
 def load_classifier(spec: str) -> nn.Module:
     """A classifier module: [0, 1] images in, logits out."""
+    if is_public_spec(spec):
+        return load_public(spec, "classifier")
     return load_checkpoint(resolve_spec(spec, "classifier"), "classifier")
 
 
 def load_diffusion(spec: str) -> nn.Module:
     """An eps-model following the protocol ``model(x_t, t)`` (x_t in [−1, 1], t ∈ [0, 1])."""
+    if is_public_spec(spec):
+        return load_public(spec, "diffusion")
     return load_checkpoint(resolve_spec(spec, "diffusion"), "diffusion")

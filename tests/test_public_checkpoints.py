@@ -1,0 +1,61 @@
+"""Public checkpoints: our WideResNets against the upstream fixtures in ../shared/conformance
+(skipped without it), strict loading and errors that name the expected family."""
+import json
+
+import pytest
+import torch
+
+from advpure.models import load_classifier, load_diffusion
+from advpure.models.public import FAMILIES, expected_shapes
+from advpure.models.wideresnet import WideResNet
+
+WRN_FIXTURES = {  # family -> (fixture folder, small checkpoint files, small model)
+    "wrn-28-10": ("robustbench_wrn", ["wrn_small_plain.pt", "wrn_small_wrapped.pt"],
+                  dict(drop_rate=0.0, normalize=False)),
+    "wrn-70-16-dropout": ("diffpure_wrn70_16_dropout", ["wrn_small_module_prefixed.pt"],
+                          dict(drop_rate=0.3, normalize=True)),
+}
+
+
+@pytest.mark.parametrize("family", list(WRN_FIXTURES))
+def test_full_size_model_matches_the_upstream_manifest(shared_dir, family):
+    folder = WRN_FIXTURES[family][0]
+    manifest = json.loads((shared_dir / "conformance" / folder / "manifest_full.json").read_text())
+    assert expected_shapes(family) == {e["name"]: tuple(e["shape"]) for e in manifest["entries"]}
+    assert FAMILIES[family].parameters == manifest["total_parameters"]
+    with torch.device("meta"):
+        model = FAMILIES[family].build()
+    assert sum(p.numel() for p in model.parameters()) == manifest["total_parameters"]
+
+
+@pytest.mark.parametrize("family", list(WRN_FIXTURES))
+def test_small_checkpoints_reproduce_the_upstream_logits(shared_dir, family):
+    from safetensors.torch import load_file
+
+    from advpure.models.public import read_state_dict
+
+    folder, files, options = WRN_FIXTURES[family]
+    io = load_file(str(shared_dir / "conformance" / folder / "io.safetensors"))
+    for name in files:
+        model = WideResNet(10, 2, **options).eval()
+        model.load_state_dict(read_state_dict(shared_dir / "conformance" / folder / name))
+        with torch.no_grad():
+            torch.testing.assert_close(model(io["x"]), io["logits"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_wrong_file_names_what_was_expected(tmp_path):
+    small = WideResNet(10, 2)
+    torch.save({"state_dict": {"module." + k: v for k, v in small.state_dict().items()}},
+               tmp_path / "small.pt")
+    with pytest.raises(ValueError, match="expected a wrn-28-10 checkpoint .* shape mismatches"):
+        load_classifier(f"wrn-28-10:{tmp_path / 'small.pt'}")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "small.pt").read_bytes()[:500])
+    with pytest.raises(ValueError, match="could not be read as a PyTorch checkpoint"):
+        load_classifier(f"wrn-28-10:{tmp_path / 'truncated.pt'}")
+    with pytest.raises(ValueError, match="expected a diffusion, found the classifier family"):
+        load_diffusion(f"wrn-28-10:{tmp_path / 'small.pt'}")
+    torch.save({"weights": [1, 2]}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="expected a state dict of tensors"):
+        load_classifier(f"wrn-28-10:{tmp_path / 'other.pt'}")
+    with pytest.raises(FileNotFoundError, match="found none at"):
+        load_classifier(f"wrn-28-10:{tmp_path / 'absent.pt'}")
