@@ -59,3 +59,15 @@ def test_a_wrong_file_names_what_was_expected(tmp_path):
         load_classifier(f"wrn-28-10:{tmp_path / 'other.pt'}")
     with pytest.raises(FileNotFoundError, match="found none at"):
         load_classifier(f"wrn-28-10:{tmp_path / 'absent.pt'}")
+
+
+def test_the_pyautoattack_resnet18_classifies_the_cifar10_subset(shared_dir):
+    from advpure import data
+    from advpure.models.public import pyautoattack_resnet18_path
+
+    model = load_classifier(f"resnet18-cifar:{pyautoattack_resnet18_path()}")
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962
+    x, y = data.load("cifar10", "test", root=shared_dir / "data" / "cifar10-subset")
+    with torch.no_grad():
+        predicted = torch.cat([model(x[i:i + 128]).argmax(1) for i in range(0, len(y), 128)])
+    assert len(y) == 846 and int((predicted == y).sum()) == 796          # 94.09 %

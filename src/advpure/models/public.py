@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .resnet_cifar import ResNet18
 from .wideresnet import WideResNet
 
 
@@ -33,8 +34,17 @@ FAMILIES: dict[str, Family] = {
     "wrn-70-16-dropout": Family(
         "classifier", lambda: WideResNet(70, 16, drop_rate=0.3, normalize=True), 266_796_506,
         "DiffPure's CIFAR-10 WideResNet-70-16 with dropout, normalisation inside"),
+    "resnet18-cifar": Family("classifier", ResNet18, 11_173_962,
+                             "the CIFAR-10 ResNet-18 of the pyautoattack examples, input [0, 1]"),
 }
 PREFIXES = ("module.", "model.")
+
+
+def pyautoattack_resnet18_path() -> Path:
+    """The CIFAR-10 ResNet-18 checkpoint shipped inside pyautoattack (``examples/model_test.pt``)."""
+    import pyautoattack
+
+    return Path(pyautoattack.__file__).parent / "examples" / "model_test.pt"
 
 
 def is_public_spec(spec: str) -> bool:
