@@ -17,9 +17,13 @@ WRN_FIXTURES = {  # family -> (fixture folder, small checkpoint files, small mod
 }
 
 
-@pytest.mark.parametrize("family", list(WRN_FIXTURES))
+MANIFESTS = {family: entry[0] for family, entry in WRN_FIXTURES.items()} | \
+    {"resnet50": "torchvision_resnet50"}
+
+
+@pytest.mark.parametrize("family", list(MANIFESTS))
 def test_full_size_model_matches_the_upstream_manifest(shared_dir, family):
-    folder = WRN_FIXTURES[family][0]
+    folder = MANIFESTS[family]
     manifest = json.loads((shared_dir / "conformance" / folder / "manifest_full.json").read_text())
     assert expected_shapes(family) == {e["name"]: tuple(e["shape"]) for e in manifest["entries"]}
     assert FAMILIES[family].parameters == manifest["total_parameters"]
@@ -71,3 +75,29 @@ def test_the_pyautoattack_resnet18_classifies_the_cifar10_subset(shared_dir):
     with torch.no_grad():
         predicted = torch.cat([model(x[i:i + 128]).argmax(1) for i in range(0, len(y), 128)])
     assert len(y) == 846 and int((predicted == y).sum()) == 796          # 94.09 %
+
+
+def test_resnet50_reads_torchvision_and_robustbench_layouts(tmp_path):
+    """torchvision's plain keys, or RobustBench's Standard_R50 (``model.`` prefixes and the
+    ImageNet normalisation as ``normalize.*`` buffers); other statistics are refused."""
+    from advpure.models.public import read_resnet50
+    from advpure.models.resnet_imagenet import IMAGENET_MEAN, IMAGENET_STD, ResNet50
+
+    net = ResNet50(layers=(1, 1, 1, 1), num_classes=5).eval()
+    torch.save(net.state_dict(), tmp_path / "plain.pth")
+    wrapped = {"model." + k: v for k, v in net.state_dict().items()}
+    wrapped |= {"normalize.mean": torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                "normalize.std": torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)}
+    torch.save(wrapped, tmp_path / "robustbench.pt")
+    assert read_resnet50(tmp_path / "plain.pth").keys() == read_resnet50(
+        tmp_path / "robustbench.pt").keys() == net.state_dict().keys()
+    wrapped["normalize.mean"] = torch.zeros(1, 3, 1, 1)
+    torch.save(wrapped, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="expected the ImageNet normalize.mean"):
+        read_resnet50(tmp_path / "other.pt")
+    x = torch.rand(2, 3, 64, 64)
+    manual = ResNet50(layers=(1, 1, 1, 1), num_classes=5, normalize=False).eval()
+    manual.load_state_dict(net.state_dict())
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), manual((x - mean) / std))

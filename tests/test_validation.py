@@ -57,7 +57,7 @@ def test_bad_labels():
 
 
 def test_unknown_dataset_and_split():
-    with pytest.raises(ValueError, match="dataset: expected one of digits, cifar10, cifar100, found 'mnist'"):
+    with pytest.raises(ValueError, match="dataset: expected one of digits, cifar10, cifar100, svhn, imagenet, found 'mnist'"):
         advpure.data.load("mnist")
     with pytest.raises(ValueError, match="split: expected one of train, test, found 'val'"):
         advpure.data.load("digits", "val")

@@ -139,15 +139,18 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
 # are the experiment-file fields (see evaluation.config.flat_fields); None keeps the file's value
 # or the config default shown in the help.
 EVAL_OPTIONS = [
-    ("dataset", str, "digits | cifar10 | cifar100"),
-    ("data_root", str, "directory of a local CIFAR copy"),
+    ("dataset", str, "digits | cifar10 | cifar100 | svhn | imagenet"),
+    ("data_root", str, "directory of a local dataset copy (CIFAR batches, SVHN .mat files, "
+                       "ImageNet val class folders)"),
     ("n", int, "robust accuracy: size of the fixed random subset (at most the split)"),
     ("standard_n", int, "standard accuracy: images of the same fixed order (default: the "
                         "whole split; = n for the robust subset only)"),
     ("subset_seed", int, "seed of the subset"),
-    ("classifier", str, "classifier spec"),
+    ("classifier", str, "classifier spec: builtin:NAME, FAMILY:PATH (wrn-28-10, "
+                        "wrn-70-16-dropout, resnet18-cifar, resnet50) or a checkpoint path"),
     ("defense", str, "none | diffpure | coup | agdm | hetero"),
-    ("diffusion", str, "eps-model spec"),
+    ("diffusion", str, "eps-model spec: builtin:NAME, FAMILY:PATH (score_sde, "
+                       "guided-diffusion[-fp16], diffusers, edm) or a checkpoint path"),
     ("sampler", str, "sde | ode | ld | ddpm | ddim"),
     ("t_star", float, "diffusion time t* (default 0.1; none for ld; coup l2 preset 0.075; "
                       "agdm 0.07); ddpm/ddim/agdm: level 1000·t*"),
@@ -184,6 +187,7 @@ EVAL_OPTIONS = [
     ("surrogate_dt", float, "solver step of the surrogate"),
     ("ensemble", int, "S purifications per image, outputs combined (Pei et al. Algorithm 3)"),
     ("ensemble_rule", str, "mean of the S outputs (default) | vote"),
+    ("purify_size", int, "purify at size×size and resize back (ImageNet guided diffusion: 256)"),
     ("attack", str, "none | pgd | bpda | transfer | diffusion | apgd | autoattack | square | "
                     "stadv (one attack; several: an experiment file's 'attacks' list)"),
     ("eps", float, "perturbation budget"),
@@ -471,6 +475,24 @@ def report(
     write_run(result, out or run_dir)
     typer.echo(report_text(result))
     typer.echo(f"wrote {out or run_dir}/results.md, results.json, results.csv")
+
+
+@app.command()
+def models(
+    specs: list[str] = typer.Argument(None, help="specs to load and check (none: list the forms)"),
+) -> None:
+    """List the model specs advpure understands, or load the given ones with every check
+    (keys, shapes, parameter count) and say what they are."""
+    from .models.registry import catalog, check_spec
+
+    if not specs:
+        typer.echo(catalog())
+        return
+    for spec in specs:
+        try:
+            typer.echo(check_spec(spec))
+        except (ValueError, FileNotFoundError) as err:
+            raise typer.BadParameter(str(err)) from None
 
 
 @app.command()

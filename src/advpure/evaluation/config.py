@@ -20,7 +20,7 @@ class Frozen(BaseModel):
 
 
 COMMON_FIELDS = ("name", "diffusion", "dt", "gradient", "surrogate_dt", "ensemble",
-                 "ensemble_rule")
+                 "ensemble_rule", "purify_size")
 GUIDANCE_FIELDS = ("guidance_scale", "guidance_grad", "guidance_classifier")
 PURIFIER_FIELDS: dict[str, tuple[str, ...]] = {     # each purifier's own options (beyond common)
     "diffpure": ("t_star", "sampler", "t_star_delta", *SAMPLER_OPTIONS),
@@ -69,6 +69,7 @@ class DefenseConfig(Frozen):
     surrogate_dt: PositiveFloat | None = None   # step of the cheaper purification (surrogate)
     ensemble: PositiveInt = 1                   # S purifications per image (Pei et al. Alg. 3)
     ensemble_rule: Literal["mean", "vote"] = "mean"   # mean of the S outputs, or majority vote
+    purify_size: PositiveInt | None = None      # purify at size×size (ImageNet guided diffusion: 256)
 
     @model_validator(mode="after")
     def _consistent(self) -> DefenseConfig:
@@ -215,7 +216,7 @@ class EvalConfig(Frozen):
     The single-attack form ``attack: {...}`` (the CLI's ``--attack`` flags, older run files) is
     read as ``attacks: [{...}]``."""
 
-    dataset: Literal["digits", "cifar10", "cifar100"] = "digits"
+    dataset: Literal["digits", "cifar10", "cifar100", "svhn", "imagenet"] = "digits"
     data_root: str | None = None
     split: Literal["train", "test"] = "test"
     n: PositiveInt = 512                        # robust accuracy: fixed random subset (≤ split)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from .. import data
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
-from ..purifiers import AGDM, COUP, DiffPure, HeteroPure, coup_settings
+from ..purifiers import AGDM, COUP, DiffPure, HeteroPure, Resized, coup_settings
 from ..purifiers.agdm import agdm_t_star
 from ..purifiers.hetero import hetero_times
 from .attack_runner import attack_model, run_attack
@@ -27,11 +27,18 @@ def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
 
     ``classifier`` is the defended classifier, COUP's guidance classifier unless the config
     names another and the source of the heterogeneous purifier's attention mask; ``eps_model`` reuses an already loaded diffusion model; ``overrides``
-    replace purifier options (the surrogate's dt).
+    replace purifier options (the surrogate's dt). With ``purify_size`` the purifier runs at
+    that resolution (``Resized``: DiffPure's 224 → 256 → 224 on ImageNet).
     """
     if cfg.name == "none":
         return None
     eps_model = load_diffusion(cfg.diffusion) if eps_model is None else eps_model
+    purifier = _purifier(cfg, classifier, eps_model, **overrides)
+    return purifier if cfg.purify_size is None else Resized(purifier, cfg.purify_size)
+
+
+def _purifier(cfg: DefenseConfig, classifier: nn.Module, eps_model: nn.Module,
+              **overrides) -> nn.Module:
     if cfg.name == "coup":
         guide = classifier if cfg.guidance_classifier is None else \
             load_classifier(cfg.guidance_classifier)
@@ -159,10 +166,11 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True, out_dir: Path | None 
     """Evaluate ``cfg`` for every seed: every attack on the robust subset, clean inputs on the
     standard set; with ``out_dir`` every batch's outcomes go to its record store
     (``records.sqlite``) as they are produced."""
-    x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
-    indices, standard = evaluation_subsets(cfg, len(y_all))
-    x, y = x_all[indices], y_all[indices]
+    indices, standard = evaluation_subsets(cfg, len(data.labels(cfg.dataset, cfg.split,
+                                                                 cfg.data_root)))
     extra = standard[~torch.isin(standard, indices)]
+    x, y = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=indices)
+    x_extra, y_extra = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=extra)
     classifier = load_classifier(cfg.classifier)
     defense = Defense.build(cfg.defense, classifier)
     attacks = cfg.resolved_attacks()
@@ -181,7 +189,7 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True, out_dir: Path | None 
                 bar.update(len(y[part]))
             if len(extra):
                 outcomes += _record(store, run_id, clean_outcomes(
-                    cfg, defense, classifier, x_all[extra], y_all[extra], extra, seed))
+                    cfg, defense, classifier, x_extra, y_extra, extra, seed))
                 bar.update(len(extra))
             seconds[seed] = time.perf_counter() - began
     if store is not None:
@@ -206,6 +214,8 @@ def describe_defense(d: DefenseConfig) -> str:
     body = describe_body(d)
     if d.ensemble > 1:
         body += f" ×{d.ensemble} {d.ensemble_rule}"
+    if d.purify_size is not None:
+        body += f" @{d.purify_size}px"
     return body if d.gradient == "exact" else f"{body} [{d.gradient} gradient]"
 
 

@@ -1,7 +1,8 @@
 """The seed papers' evaluation protocols, one name each (``--protocol``).
 
-Budgets ε are per dataset: CIFAR ℓ∞ 8/255 and ℓ2 0.5 (the papers'); digits ℓ∞ 0.2 and ℓ2 1.0
-(advpure's, for 8×8 images). The papers' PGD step 0.007 belongs to ε = 8/255; it is scaled with
+Budgets ε are per dataset: CIFAR and SVHN ℓ∞ 8/255 and ℓ2 0.5, ImageNet ℓ∞ 4/255 and ℓ2 3.0
+(ℓ∞ is DiffPure's; ℓ2 3.0 is the usual ImageNet ℓ2 budget, no seed paper reports one); digits ℓ∞ 0.2 and ℓ2 1.0 (advpure's,
+for 8×8 images). The papers' PGD step 0.007 belongs to ε = 8/255; it is scaled with
 ε (0.007 · ε / (8/255)) elsewhere.
 
 - ``diffpure`` (DiffPure App. B.2): AutoAttack standard and rand (EOT 20), ℓ∞, and BPDA+EOT with
@@ -23,6 +24,7 @@ from .config import AttackConfig
 
 PROTOCOLS = ("diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim", "pei")
 EPS = {"cifar10": {"linf": 8 / 255, "l2": 0.5}, "cifar100": {"linf": 8 / 255, "l2": 0.5},
+       "svhn": {"linf": 8 / 255, "l2": 0.5}, "imagenet": {"linf": 4 / 255, "l2": 3.0},
        "digits": {"linf": 0.2, "l2": 1.0}}
 PAPER_STEP_FRACTION = 0.007 / (8 / 255)     # the papers' step 0.007 at ε = 8/255
 

@@ -50,3 +50,33 @@ def load_diffusion(spec: str) -> nn.Module:
     if is_public_spec(spec):
         return load_public(spec, "diffusion")
     return load_checkpoint(resolve_spec(spec, "diffusion"), "diffusion")
+
+
+def spec_kind(spec: str) -> str:
+    """'classifier' or 'diffusion': what a spec names, read from its family, builtin entry or
+    checkpoint config."""
+    from .checkpoint import read_checkpoint_config
+    from .public import FAMILIES
+
+    if is_public_spec(spec):
+        return FAMILIES[spec.split(":", 1)[0]].kind
+    if spec.startswith("builtin:") and spec.removeprefix("builtin:") in BUILTINS:
+        return BUILTINS[spec.removeprefix("builtin:")][0]
+    return read_checkpoint_config(resolve_spec(spec, "classifier"))["kind"]
+
+
+def check_spec(spec: str) -> str:
+    """Load a spec with every check and say what it is: 'OK spec: kind, N parameters, Module'."""
+    kind = spec_kind(spec)
+    model = load_classifier(spec) if kind == "classifier" else load_diffusion(spec)
+    count = sum(p.numel() for p in model.parameters())
+    return f"OK {spec}: {kind}, {count:,} parameters, {type(model).__name__}"
+
+
+def catalog() -> str:
+    """The spec forms advpure understands, one line each."""
+    from .public import FAMILIES
+
+    lines = [f"builtin:{name:<22} {kind:<10} {what}" for name, (kind, _, what) in BUILTINS.items()]
+    lines += [f"{name + ':PATH':<30} {f.kind:<10} {f.what}" for name, f in FAMILIES.items()]
+    return "\n".join(lines + [f"{'PATH':<30} {'either':<10} a checkpoint written by advpure train"])

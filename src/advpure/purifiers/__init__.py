@@ -3,5 +3,6 @@ from .agdm import AGDM
 from .coup import COUP, COUP_PRESETS, coup_settings
 from .diffpure import DiffPure
 from .hetero import HeteroPure
+from .resized import Resized
 
-__all__ = ["AGDM", "COUP", "COUP_PRESETS", "DiffPure", "HeteroPure", "coup_settings"]
+__all__ = ["AGDM", "COUP", "COUP_PRESETS", "DiffPure", "HeteroPure", "Resized", "coup_settings"]
