@@ -76,3 +76,22 @@ def test_svhn_reads_mat_files_and_maps_label_10_to_0(tmp_path):
     savemat(tmp_path / "train_32x32.mat", {"images": images})
     with pytest.raises(ValueError, match="not an SVHN .mat file"):
         data.load("svhn", "train", tmp_path)
+
+
+def test_evaluate_on_imagenet_folders_with_a_resnet50_file(tmp_path):
+    """The ImageNet path end to end: a full-size ResNet-50 file (random weights, torchvision
+    keys) through its spec, images decoded by index, PGD at ε = 4/255 through the CLI."""
+    from typer.testing import CliRunner
+
+    from advpure.cli import app
+    from advpure.models.resnet_imagenet import ResNet50
+
+    root = imagenet_copy(tmp_path / "imagenet")
+    torch.manual_seed(0)
+    torch.save(ResNet50().state_dict(), tmp_path / "resnet50.pth")
+    result = CliRunner().invoke(app, [
+        "evaluate", "--dataset", "imagenet", "--data-root", str(root), "--n", "2",
+        "--classifier", f"resnet50:{tmp_path / 'resnet50.pth'}", "--attack", "pgd",
+        "--eps", str(4 / 255), "--steps", "1", "--seeds", "0", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "none vs pgd-linf" in (tmp_path / "run" / "results.md").read_text()

@@ -101,3 +101,24 @@ def test_resnet50_reads_torchvision_and_robustbench_layouts(tmp_path):
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(net(x), manual((x - mean) / std))
+
+
+def test_evaluate_runs_a_public_classifier_spec_on_cifar10(shared_dir, tmp_path):
+    """The CLI with a FAMILY:PATH spec on real CIFAR-10 images: PGD breaks the undefended
+    ResNet-18; the robust subset and the standard set are decoded by index only."""
+    from typer.testing import CliRunner
+
+    from advpure.cli import app
+    from advpure.models.public import pyautoattack_resnet18_path
+
+    result = CliRunner().invoke(app, [
+        "evaluate", "--dataset", "cifar10", "--data-root",
+        str(shared_dir / "data" / "cifar10-subset"),
+        "--classifier", f"resnet18-cifar:{pyautoattack_resnet18_path()}", "--attack", "pgd",
+        "--eps", str(8 / 255), "--steps", "5", "--n", "8", "--standard-n", "32", "--seeds", "0",
+        "--save-adversarial", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    text = json.dumps(summary)
+    assert "resnet18-cifar:" in text and (tmp_path / "run" / "grid.png").is_file()
+    assert "| 0.0 ± 0.0 % |" in (tmp_path / "run" / "results.md").read_text()

@@ -60,9 +60,9 @@ def save_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path:
     from ..models import load_classifier
 
     cfg = result.config
-    x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
     index = result.subset_indices[:n_images]
-    clean, labels = x_all[index], y_all[index]
+    clean, labels = data.load(cfg.dataset, cfg.split, root=cfg.data_root,
+                              indices=torch.tensor(index))
     x_adv = result.adversarial[(cfg.seeds[0], result.attacks[0])][:n_images]
     classifier = load_classifier(cfg.classifier)
     purifier = build_purifier(cfg.defense, classifier)

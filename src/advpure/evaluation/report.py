@@ -98,13 +98,13 @@ def attack_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path | Non
     if not rows:
         return None
     cfg = result.config
-    x_all, y_all = data.load(cfg.dataset, cfg.split, root=cfg.data_root)
     index = result.subset_indices[:n_images]
+    x, y = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=torch.tensor(index))
     first = {(o.attack, o.sample_index): o.predictions[0] for o in result.outcomes
              if o.seed == seed}
-    captions = {"clean": [f"label {int(y_all[i])}" for i in index]}
+    captions = {"clean": [f"label {int(label)}" for label in y]}
     captions |= {a: [f"pred. {first[(a, i)]}" for i in index] for a in rows}
-    return save_image_grid({"clean": x_all[index], **rows}, path, captions)
+    return save_image_grid({"clean": x, **rows}, path, captions)
 
 
 def write_run(result: EvalResult, out_dir: Path) -> Path:
@@ -151,11 +151,13 @@ def load_run(run_dir: Path) -> EvalResult:
 def _stored_adversarial(store: RecordStore, run_id: str, config: EvalConfig,
                         attacks: list[str], subset: list[int]) -> dict:
     """The first seed's stored adversarial images per attack (``--save-adversarial``)."""
-    if not config.save_adversarial:
+    if not config.save_adversarial or not subset:
         return {}
     from .. import data
 
-    shape = tuple(data.load(config.dataset, config.split, root=config.data_root)[0].shape[1:])
+    first = torch.tensor(subset[:1])
+    shape = tuple(data.load(config.dataset, config.split, root=config.data_root,
+                            indices=first)[0].shape[1:])
     seed, found = config.seeds[0], {}
     for attack in attacks:
         images = store.adversarial(run_id, seed, attack, shape)

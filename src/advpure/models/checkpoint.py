@@ -28,11 +28,15 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, *, family: str, kind: str,
-                    config: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
-    """Write weights and config; returns the JSON path."""
+                    config: dict[str, Any], meta: dict[str, Any] | None = None,
+                    half: bool = False) -> Path:
+    """Write weights and config; returns the JSON path. ``half`` stores floating-point weights
+    as float16 (half the file; ``load_checkpoint`` returns float32 weights either way)."""
     weights_path, config_path = checkpoint_paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     save_file(state, str(weights_path))
     record = {"family": family, "kind": kind, "config": config, "meta": meta or {}}
     config_path.write_text(json.dumps(record, indent=2) + "\n")
@@ -59,7 +63,8 @@ def load_checkpoint(path: str | Path, kind: str) -> nn.Module:
         raise ValueError(f"checkpoint {path}: expected a {kind} checkpoint, found a "
                          f"{record['kind']} one")
     model = FAMILIES[record["family"]](**record["config"])
-    state = load_file(str(checkpoint_paths(path)[0]))
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in load_file(str(checkpoint_paths(path)[0])).items()}
     check_state_dict(model, state, str(path))
     model.load_state_dict(state)
     return model.eval().requires_grad_(False)

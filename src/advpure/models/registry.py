@@ -1,8 +1,10 @@
 """Spec strings -> models (RobustBench style: the registry is data, the loader is short).
 
-A spec is ``builtin:NAME`` for a checkpoint shipped with the package, ``FAMILY:PATH`` for a
-public checkpoint (``public.py``: ``wrn-28-10:/models/Standard.pt``), or the path of a
-checkpoint (``<stem>.json``, ``<stem>.safetensors`` or the stem) written by ``advpure train``.
+A spec is ``builtin:NAME`` for a checkpoint shipped with the package (or, for
+``builtin:cifar10-resnet18``, with an installed package: pyautoattack's ResNet-18),
+``FAMILY:PATH`` for a public checkpoint (``public.py``: ``wrn-28-10:/models/Standard.pt``), or
+the path of a checkpoint (``<stem>.json``, ``<stem>.safetensors`` or the stem) written by
+``advpure train``.
 """
 from __future__ import annotations
 
@@ -11,12 +13,19 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .public import is_public_spec, load_public
+from .public import is_public_spec, load_public, pyautoattack_resnet18_path
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+# builtins whose weights ship with another installed package: builtin spec -> its public spec
+INSTALLED = {"builtin:cifar10-resnet18": lambda: f"resnet18-cifar:{pyautoattack_resnet18_path()}"}
 
 # name -> (kind, checkpoint stem inside the package, what it is)
 BUILTINS: dict[str, tuple[str, str, str]] = {
+    "cifar10-resnet18": ("classifier", "(pyautoattack)", "pyautoattack's standard CIFAR-10 "
+                         "ResNet-18, read from the installed package (94.09 % on the shared "
+                         "test subset)"),
+    "cifar10-unet-small": ("diffusion", "cifar10-unet-small", "SmallUNet eps-model on the "
+                           "4,660 CIFAR-10 training images, 32×32, VP, trained for t ≤ 0.3"),
     "digits-cnn": ("classifier", "digits-cnn", "SmallCNN on scikit-learn digits, 8×8"),
     "digits-unet": ("diffusion", "digits-unet", "SmallUNet eps-model on digits, 8×8, VP"),
     "digits-guidance": ("classifier", "digits-guidance",
@@ -40,6 +49,7 @@ def resolve_spec(spec: str, kind: str) -> Path:
 
 def load_classifier(spec: str) -> nn.Module:
     """A classifier module: [0, 1] images in, logits out."""
+    spec = INSTALLED[spec]() if spec in INSTALLED else spec
     if is_public_spec(spec):
         return load_public(spec, "classifier")
     return load_checkpoint(resolve_spec(spec, "classifier"), "classifier")

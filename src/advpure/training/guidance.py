@@ -9,7 +9,8 @@ The inner maximisation is TRADES' (Zhang et al. 2019, Algorithm 1): start at x +
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..models import SmallCNN
 from .classifier import random_shift
-from .common import EMA, init_weights, minibatches
+from .common import EMA, Resume, init_weights, minibatches
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,13 @@ def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch
 
 def train_guidance(x: torch.Tensor, y: torch.Tensor, cfg: GuidanceTraining,
                    start: tuple[nn.Module, dict] | None = None,
-                   progress: bool = True) -> tuple[nn.Module, dict, list[dict]]:
+                   progress: bool = True, resume: str | Path | None = None,
+                   resume_every: int = 200) -> tuple[nn.Module, dict, list[dict]]:
     """The EMA guidance classifier, its SmallCNN config, and the losses of every step.
 
     ``start``: (classifier, its config) to fine-tune, e.g. the standard classifier; default: a
-    fresh SmallCNN of width ``cfg.width``.
+    fresh SmallCNN of width ``cfg.width``. ``resume``: a file for the periodic training state
+    (``Resume``), from which an interrupted run continues.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     if start is None:
@@ -83,22 +86,28 @@ def train_guidance(x: torch.Tensor, y: torch.Tensor, cfg: GuidanceTraining,
         model, config = copy.deepcopy(start[0]).train().requires_grad_(True), start[1]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = EMA(model, cfg.ema_decay)
+    parts = {"model": model, "ema": ema.model, "optimizer": opt}
+    state = Resume(resume, resume_every, asdict(cfg) | {"images": len(y), "config": config,
+                                                        "fine_tune": start is not None},
+                   len(y) // cfg.batch_size)
+    first, history = state.restore(parts, gen)
     batches = minibatches(len(y), cfg.batch_size, gen)
     step_size = cfg.inner_step_size or cfg.eps / 4
-    history = []
-    bar = tqdm(range(cfg.steps), desc="train guidance (TRADES)", disable=not progress)
+    bar = tqdm(range(first, cfg.steps), desc="train guidance (TRADES)", disable=not progress,
+               initial=first, total=cfg.steps)
     for step in bar:
         idx = next(batches)
         xb, yb = random_shift(x[idx], cfg.max_shift, gen), y[idx]
         x_adv = trades_adversary(model, xb, cfg.eps, cfg.inner_steps, step_size, gen)
-        loss, parts = trades_loss(model, xb, yb, x_adv, cfg.trades_lambda)
+        loss, losses = trades_loss(model, xb, yb, x_adv, cfg.trades_lambda)
         opt.zero_grad()
         loss.backward()
         opt.step()
         ema.update(model)
-        history.append({"step": step, "loss": loss.item(), **parts})
+        history.append({"step": step, "loss": loss.item(), **losses})
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", kl=f"{parts['kl']:.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", kl=f"{losses['kl']:.3f}")
+        state.save_if_due(step + 1, parts, gen, history)
     return ema.model, config, history
 
 
