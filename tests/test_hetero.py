@@ -280,3 +280,22 @@ def test_masks_command_writes_its_figure(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.png").stat().st_size > 0
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]
+
+
+@pytest.mark.parametrize("build", ["resnet18", "wideresnet", "resnet50"])
+def test_public_classifier_architectures_have_default_mask_blocks(build):
+    """The block outputs of the public architectures (Pei et al. use every block) exist and
+    give a mask that is neither empty nor full on structured images."""
+    from advpure.attention import DEFAULT_BLOCKS
+    from advpure.models.resnet_cifar import ResNet18
+    from advpure.models.resnet_imagenet import ResNet50
+    from advpure.models.wideresnet import WideResNet
+
+    torch.manual_seed(0)
+    model = {"resnet18": ResNet18, "wideresnet": lambda: WideResNet(10, 2),
+             "resnet50": lambda: ResNet50(layers=(1, 1, 1, 1), num_classes=10)}[build]().eval()
+    x = torch.rand(2, 3, 32, 32)
+    maps = attention_maps(model, x)
+    assert len(maps) == len(DEFAULT_BLOCKS[type(model).__name__]) == 4
+    mask = attention_mask(model, x)
+    assert 0 < float(mask.mean()) < 1

@@ -31,6 +31,11 @@ NORMALISATIONS = ("minmax", "softmax")
 DEFAULT_TAU = 0.8
 DEFAULT_BLOCKS: dict[str, tuple[str, ...]] = {   # classifier class -> last activation per block
     "SmallCNN": ("features.1", "features.3", "features.6"),
+    "ResNet18": ("layer1", "layer2", "layer3", "layer4"),     # each stage ends in a ReLU
+    "ResNet50": ("layer1", "layer2", "layer3", "layer4"),
+    # pre-activation: the three groups' sums, then the final BN–ReLU (the paper's four blocks
+    # of a WideResNet-28-10, Table 7)
+    "WideResNet": ("block1", "block2", "block3", "relu"),
 }
 
 

@@ -234,6 +234,7 @@ EVAL_OPTIONS = [
     ("queries", int, "square, autoattack: Square's queries (default 5000)"),
     ("bound", float, "stadv: flow bound (default 0.05)"),
     ("lr", float, "stadv: Adam learning rate (default 0.01)"),
+    ("note", str, "a line shown first in every report and table (e.g. 'reduced protocol')"),
     ("protocol", str, "a paper's attacks: diffpure | diffpure-l2 | diffpure-stadv | coup | "
                       "agdm | leekim | pei (instead of --attack)"),
     ("max_steps", int, "cap every protocol attack's iterations"),

@@ -233,6 +233,7 @@ class EvalConfig(Frozen):
     max_queries: PositiveInt | None = None
     draws: PositiveInt = 1                      # purification draws per final evaluation
     save_adversarial: bool = False              # keep adversarial images in the record store
+    note: str | None = None                     # shown first in every report and table
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     batch_size: PositiveInt = 128
 

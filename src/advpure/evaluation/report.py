@@ -80,8 +80,13 @@ def report_text(result: EvalResult) -> str:
     if reductions:
         notes.append(f"**Reduced budgets** against protocol `{cfg.protocol}`: "
                      + "; ".join(reductions) + ".")
-    return (f"# advpure evaluation\n\n{results_table([result])}\n\n{paper_table(result)}\n\n"
-            + "\n\n".join(notes) + "\n")
+    return (f"# advpure evaluation\n\n{note_line(cfg)}{results_table([result])}\n\n"
+            f"{paper_table(result)}\n\n" + "\n\n".join(notes) + "\n")
+
+
+def note_line(cfg: EvalConfig) -> str:
+    """The config's ``note`` as a bold first paragraph (e.g. a reduced protocol), or nothing."""
+    return f"**{cfg.note}**\n\n" if cfg.note else ""
 
 
 def attack_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path | None:

@@ -103,6 +103,7 @@ class EvalResult:
             "accuracies": rows,
             "autoattack_papers_rule": self.autoattack_papers_rule(),
             "budget_reductions": self.config.budget_reductions(),
+            "note": self.config.note,
             "per_seed": [{"seed": s, "seconds": self.seconds.get(s),
                           "standard_accuracy": statistics.fmean(self.correct(s, CLEAN)),
                           "robust_accuracy": statistics.fmean(self.robust_correct(s)),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import DefenseConfig, EvalConfig
 from .experiment import describe_defense
-from .report import pct
+from .report import note_line, pct
 from .sweep import run_or_resume
 
 COMMON = ("diffusion", "dt", "gradient", "surrogate_dt", "ensemble", "ensemble_rule")
@@ -38,7 +38,7 @@ def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,
     summaries = [run_or_resume(cfg, out_dir / cfg.defense.name, progress) for cfg in defenses]
     attacks = [a.key() for a in base.resolved_attacks()]
     rows = [_row(cfg, s, attacks) for cfg, s in zip(defenses, summaries)]
-    table = {"attacks": attacks, "rows": rows,
+    table = {"note": base.note, "attacks": attacks, "rows": rows,
              "budget_reductions": base.budget_reductions()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.json").write_text(json.dumps(table, indent=2) + "\n")
@@ -76,4 +76,5 @@ def table_markdown(table: dict, base: EvalConfig) -> str:
     if table["budget_reductions"]:
         notes.append(f"**Reduced budgets** against protocol `{base.protocol}`: "
                      + "; ".join(table["budget_reductions"]) + ".")
-    return "# Defenses under attack\n\n" + "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
+    return ("# Defenses under attack\n\n" + note_line(base) + "\n".join(lines) + "\n\n"
+            + "\n\n".join(notes) + "\n")

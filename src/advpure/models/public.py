@@ -35,20 +35,26 @@ State = dict[str, torch.Tensor]
 PREFIXES = ("module.", "model.")
 
 
+def _as_is(net: nn.Module, path: Path) -> nn.Module:
+    return net
+
+
 @dataclass(frozen=True)
 class Family:
     kind: str                                            # "classifier" | "diffusion"
     what: str
     load: Callable[[Path], tuple[nn.Module, State]]      # file -> (our network, its weights)
-    adapt: Callable[[nn.Module, Path], nn.Module] = lambda net, path: net
+    adapt: Callable[[nn.Module, Path], nn.Module] = _as_is   # -> our conventions
     build: Callable[[], nn.Module] | None = None         # full-size network (fixed families)
     parameters: int | None = None                        # the published parameter count
 
 
-def fixed(build: Callable[[], nn.Module],
-          read: Callable[[Path], State] | None = None) -> Callable[[Path], tuple[nn.Module, State]]:
-    """The load of a fixed architecture: our full-size network and the file's state dict."""
-    return lambda path: (build(), (read or read_state_dict)(path))
+def fixed(kind: str, what: str, build: Callable[[], nn.Module], parameters: int,
+          read: Callable[[Path], State] | None = None,
+          adapt: Callable[[nn.Module, Path], nn.Module] = _as_is) -> Family:
+    """A family of one architecture: our full-size network and the file's state dict."""
+    return Family(kind, what, lambda path: (build(), (read or read_state_dict)(path)), adapt,
+                  build, parameters)
 
 
 # --- file layouts -------------------------------------------------------------------------------
@@ -181,34 +187,37 @@ def _ncsnpp_deep() -> NCSNpp:
     return NCSNpp(32, 128, (1, 2, 2, 2), 8, (16,))
 
 
+def load_score_sde(path: Path) -> tuple[nn.Module, State]:
+    net = _ncsnpp_deep()
+    return net, read_training_checkpoint(path, net)
+
+
 def _adm_256(use_fp16: bool = False) -> ADMUNet:
     return ADMUNet(256, 256, (1, 1, 2, 2, 4, 4), 2, (32, 16, 8), 64, use_fp16=use_fp16)
 
 
 FAMILIES: dict[str, Family] = {
-    "wrn-28-10": Family("classifier", "RobustBench's CIFAR-10 WideResNet-28-10 ('Standard'), input [0, 1]",
-                        fixed(lambda: WideResNet(28, 10)), build=lambda: WideResNet(28, 10),
-                        parameters=36_479_194),
-    "wrn-70-16-dropout": Family(
-        "classifier", "DiffPure's CIFAR-10 WideResNet-70-16 with dropout, normalisation inside",
-        fixed(lambda: WideResNet(70, 16, drop_rate=0.3, normalize=True)),
-        build=lambda: WideResNet(70, 16, drop_rate=0.3, normalize=True), parameters=266_796_506),
-    "resnet18-cifar": Family("classifier", "the CIFAR-10 ResNet-18 of the pyautoattack examples, input [0, 1]",
-                             fixed(ResNet18), build=ResNet18, parameters=11_173_962),
-    "resnet50": Family("classifier", "torchvision's ImageNet ResNet-50, ImageNet normalisation inside",
-                       fixed(ResNet50, read_resnet50), build=ResNet50, parameters=25_557_032),
+    "wrn-28-10": fixed("classifier", "RobustBench's CIFAR-10 WideResNet-28-10 ('Standard'), "
+                       "input [0, 1]", lambda: WideResNet(28, 10), 36_479_194),
+    "wrn-70-16-dropout": fixed("classifier", "DiffPure's CIFAR-10 WideResNet-70-16 with "
+                               "dropout, normalisation inside",
+                               lambda: WideResNet(70, 16, drop_rate=0.3, normalize=True),
+                               266_796_506),
+    "resnet18-cifar": fixed("classifier", "the CIFAR-10 ResNet-18 of the pyautoattack examples, "
+                            "input [0, 1]", ResNet18, 11_173_962),
+    "resnet50": fixed("classifier", "torchvision's ImageNet ResNet-50, ImageNet normalisation "
+                      "inside", ResNet50, 25_557_032, read_resnet50),
     "score_sde": Family(
         "diffusion", "score_sde NCSN++ (DDPM++ deep, continuous VP) training checkpoint, e.g. "
         "DiffPure's checkpoint_8.pth; EMA weights",
-        lambda path: ((net := _ncsnpp_deep()), read_training_checkpoint(path, net)),
-        lambda net, path: ScoreSDEEps(net), _ncsnpp_deep, 106_632_579),
-    "guided-diffusion": Family(
-        "diffusion", "guided-diffusion's 256x256_diffusion_uncond.pt (ADM UNet, learned variance)",
-        fixed(_adm_256), lambda net, path: DiscreteTimestepEps(net, 3), _adm_256, 552_814_086),
-    "guided-diffusion-fp16": Family(
+        load_score_sde, lambda net, path: ScoreSDEEps(net), _ncsnpp_deep, 106_632_579),
+    "guided-diffusion": fixed(
+        "diffusion", "guided-diffusion's 256x256_diffusion_uncond.pt (ADM UNet, learned "
+        "variance)", _adm_256, 552_814_086, adapt=lambda net, path: DiscreteTimestepEps(net, 3)),
+    "guided-diffusion-fp16": fixed(
         "diffusion", "256x256_diffusion_uncond.pt with the upstream fp16 trunk (use_fp16=True)",
-        fixed(lambda: _adm_256(True)), lambda net, path: DiscreteTimestepEps(net, 3),
-        lambda: _adm_256(True), 552_814_086),
+        lambda: _adm_256(True), 552_814_086,
+        adapt=lambda net, path: DiscreteTimestepEps(net, 3)),
     "diffusers": Family("diffusion", "a diffusers UNet2DModel folder (e.g. google/ddpm-cifar10-32)",
                         load_diffusers, adapt_diffusers),
     "edm": Family("diffusion", "an EDM snapshot pickle (EDMPrecond(SongUNet), DDPM++)", load_edm,
