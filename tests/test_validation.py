@@ -76,10 +76,11 @@ def test_missing_and_malformed_cifar_directory(tmp_path):
 
 
 def test_unknown_builtin_and_missing_checkpoint(tmp_path):
-    with pytest.raises(ValueError, match="expected a builtin classifier among builtin:digits-cnn, "
-                       "builtin:digits-guidance, found 'resnet'"):
+    with pytest.raises(ValueError, match="expected a builtin classifier among builtin:cifar10-resnet18, "
+                       "builtin:digits-cnn, builtin:digits-guidance, found 'resnet'"):
         advpure.load_classifier("builtin:resnet")
-    with pytest.raises(ValueError, match="builtin diffusion among builtin:digits-unet"):
+    with pytest.raises(ValueError, match="builtin diffusion among builtin:cifar10-unet-small, "
+                       "builtin:digits-unet"):
         advpure.load_diffusion("builtin:digits-cnn")
     with pytest.raises(FileNotFoundError, match="expected .*nope.json"):
         advpure.load_classifier(str(tmp_path / "nope"))
