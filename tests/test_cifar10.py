@@ -20,7 +20,7 @@ def cifar_test(shared_dir):
 def test_shipped_cifar10_models_are_small_and_say_how_they_were_made():
     total = sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir())
     assert total < 15 * 2**20                                   # all shipped models together
-    for name in ("cifar10-unet-small",):
+    for name in ("cifar10-unet-small", "cifar10-guidance"):
         record = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
         assert record["meta"]["command"].startswith("advpure train")
         assert (WEIGHTS_DIR / f"{name}.safetensors").stat().st_size < 10 * 2**20
@@ -49,6 +49,17 @@ def test_diffpure_keeps_most_of_the_resnet18_standard_accuracy(cifar_test):
     assert accuracy >= 0.3       # 53.5 % on all 846 images (94.1 % undefended); chance 10 %
 
 
+def test_the_cifar10_guidance_classifier_is_more_robust_than_the_standard_one(cifar_test):
+    from advpure.training.guidance import clean_and_robust_accuracy
+
+    x, y = cifar_test
+    phi = advpure.load_classifier("builtin:cifar10-guidance")
+    standard = advpure.load_classifier("builtin:cifar10-resnet18")
+    clean, robust = clean_and_robust_accuracy(phi, x[:128], y[:128], 8 / 255, steps=10)
+    _, standard_robust = clean_and_robust_accuracy(standard, x[:128], y[:128], 8 / 255, steps=10)
+    assert clean > 0.25 and robust > standard_robust + 0.1
+
+
 @pytest.mark.slow
 def test_the_reduced_cifar10_table_has_every_defense_and_says_it_is_reduced(shared_dir, tmp_path):
     """The documented table command, on fewer images to keep the test under an hour."""
@@ -63,6 +74,6 @@ def test_the_reduced_cifar10_table_has_every_defense_and_says_it_is_reduced(shar
     assert result.exit_code == 0, result.output
     table = json.loads((tmp_path / "table.json").read_text())
     assert [row["defense"].split("(")[0] for row in table["rows"]] == \
-        ["none", "diffpure", "coup", "hetero"]
+        ["none", "diffpure", "coup", "agdm", "hetero"]
     assert "Reduced protocol" in (tmp_path / "table.md").read_text()
     assert table["budget_reductions"]

@@ -77,7 +77,8 @@ def test_missing_and_malformed_cifar_directory(tmp_path):
 
 def test_unknown_builtin_and_missing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="expected a builtin classifier among builtin:cifar10-resnet18, "
-                       "builtin:digits-cnn, builtin:digits-guidance, found 'resnet'"):
+                       "builtin:cifar10-guidance, builtin:digits-cnn, builtin:digits-guidance, "
+                       "found 'resnet'"):
         advpure.load_classifier("builtin:resnet")
     with pytest.raises(ValueError, match="builtin diffusion among builtin:cifar10-unet-small, "
                        "builtin:digits-unet"):

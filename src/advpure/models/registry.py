@@ -26,6 +26,8 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
                          "test subset)"),
     "cifar10-unet-small": ("diffusion", "cifar10-unet-small", "SmallUNet eps-model on the "
                            "4,660 CIFAR-10 training images, 32×32, VP, trained for t ≤ 0.3"),
+    "cifar10-guidance": ("classifier", "cifar10-guidance", "SmallCNN (width 16) on the 4,660 "
+                         "CIFAR-10 training images by TRADES (λ = 6, ε = 8/255): AGDM's φ"),
     "digits-cnn": ("classifier", "digits-cnn", "SmallCNN on scikit-learn digits, 8×8"),
     "digits-unet": ("diffusion", "digits-unet", "SmallUNet eps-model on digits, 8×8, VP"),
     "digits-guidance": ("classifier", "digits-guidance",
