@@ -1,9 +1,10 @@
 """The ``advpure`` command."""
 from __future__ import annotations
 
+import contextlib
 import inspect
-import typing
 import shlex
+import typing
 import sys
 import time
 from pathlib import Path
@@ -292,6 +293,55 @@ def with_eval_options(command):
     return wrapper
 
 
+EXECUTOR_OPTIONS = [
+    ("executor", str, "local", "where shards (batches) run: local (this process) | ray"),
+    ("address", str, None, "ray: the cluster to join (auto, or ray://HEAD:10001); without it "
+                           "a local Ray instance is started"),
+    ("workers", int, None, "ray: at most this many shards at once (a local instance gets "
+                           "workers × cpus-per-task CPUs)"),
+    ("cpus_per_task", float, None, "ray: CPUs per shard task (default 1)"),
+    ("gpus_per_task", float, None, "ray: GPUs per shard task (default 0)"),
+    ("retries", int, None, "attempts after a shard raises before it is reported (default: ray "
+                           "2, local 0)"),
+    ("threads", int, None, "torch threads where shards run (ray default: cpus-per-task); pin "
+                           "it to compare runs bit for bit"),
+]
+
+
+def with_executor_options(command):
+    """Add the executor options to a command, which receives the executor as ``executor``."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "executor"]
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                default=typer.Option(default, help=help_text))
+              for name, kind, default, help_text in EXECUTOR_OPTIONS]
+
+    def wrapper(**kwargs):
+        from .evaluation.executors import make_executor
+
+        options = {name: kwargs.pop(name) for name, *_ in EXECUTOR_OPTIONS}
+        try:
+            executor = make_executor(options.pop("executor"), **options)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+        return command(executor=executor, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
+    wrapper.__signature__ = inspect.Signature(own + params)
+    return wrapper
+
+
+@contextlib.contextmanager
+def reported_run_errors():
+    """A run that cannot go on (its directory in use, shards failed) ends with its message."""
+    from .evaluation.store import RunError
+
+    try:
+        yield
+    except RunError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _eval_config(options: dict):
     """The ``EvalConfig`` of the command line: the experiment file, then the flags."""
     from pydantic import ValidationError
@@ -317,17 +367,24 @@ def _eval_config(options: dict):
 
 @app.command()
 @with_eval_options
+@with_executor_options
 def evaluate(
     out: Path = typer.Option(Path("runs/latest"), help="run directory to write"),
     config=None,
+    executor=None,
 ) -> None:
-    """Standard and robust accuracy (mean ± std over seeds); writes a run directory."""
+    """Standard and robust accuracy (mean ± std over seeds); writes a run directory.
+
+    Every finished batch is recorded at once in --out/records.sqlite: started again with the
+    same config, an interrupted run resumes where it stopped.
+    """
     from .evaluation import results_table, run_evaluation, write_run
 
     if config.defenses:
         raise typer.BadParameter("the experiment file lists several defenses: run it with "
                                  "`advpure table --config FILE`")
-    result = run_evaluation(config, out_dir=out)
+    with reported_run_errors():
+        result = run_evaluation(config, out_dir=out, executor=executor)
     write_run(result, out)
     typer.echo(results_table([result]))
     typer.echo(f"wrote {out}")
@@ -335,6 +392,7 @@ def evaluate(
 
 @app.command()
 @with_eval_options
+@with_executor_options
 def sweep(
     param: str = typer.Option("t_star", help="the purifier option to vary, e.g. t_star, dt, "
                               "t_star_delta, ddim_eta, guidance_scale, tau; a model: "
@@ -347,6 +405,7 @@ def sweep(
     baseline: bool = typer.Option(True, "--baseline/--no-baseline",
                                   help="also evaluate the undefended classifier"),
     config=None,
+    executor=None,
 ) -> None:
     """Standard and robust accuracy against one purifier option (DiffPure Fig. 3) or model
     (AGDM Fig. 3c: one trained φ per value).
@@ -357,7 +416,9 @@ def sweep(
 
     kind = str if param in MODEL_SWEEPABLE else float
     try:
-        result = run_sweep(config, param, list(_parse_list(values, kind)), out, baseline)
+        with reported_run_errors():
+            result = run_sweep(config, param, list(_parse_list(values, kind)), out, baseline,
+                               executor=executor)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(sweep_table(result))
@@ -366,6 +427,7 @@ def sweep(
 
 @app.command()
 @with_eval_options
+@with_executor_options
 def table(
     defenses: str = typer.Option("none,diffpure,coup,agdm,hetero", help="comma-separated "
                                  "purifiers, each at its defaults (the --defense options apply "
@@ -374,13 +436,16 @@ def table(
     out: Path = typer.Option(Path("runs/table"), help="directory: one run per defense, "
                              "table.md, table.csv, table.json"),
     config=None,
+    executor=None,
 ) -> None:
     """The papers' table: standard and per-attack robust accuracy for several defenses under
     the same attacks (e.g. --protocol diffpure); finished runs are reused."""
     from .evaluation.table import run_table, table_configs, table_markdown
 
     try:
-        result = run_table(config, table_configs(config, list(_parse_list(defenses, str))), out)
+        with reported_run_errors():
+            result = run_table(config, table_configs(config, list(_parse_list(defenses, str))),
+                               out, executor=executor)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(table_markdown(result, config))

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 from .config import AttackConfig, DefenseConfig, EvalConfig
-from .experiment import EvalResult, build_purifier, run_evaluation
+from .experiment import build_purifier
+from .results import EvalResult
+from .runner import run_evaluation
 from .report import results_table, save_image_grid, write_run
 from .sweep import Sweep, run_sweep, sweep_table
 

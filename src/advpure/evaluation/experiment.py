@@ -1,15 +1,13 @@
-"""Run an evaluation: standard and robust accuracy of a (defended) classifier, over seeds."""
+"""What one evaluation batch does: build the defense from its config, attack the batch, predict
+in several purification draws; and how runs are named (``describe``)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .. import data
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
 from ..purifiers import AGDM, COUP, DiffPure, HeteroPure, Resized, coup_settings
@@ -17,8 +15,8 @@ from ..purifiers.agdm import agdm_t_star
 from ..purifiers.hetero import hetero_times
 from .attack_runner import attack_model, run_attack
 from .config import AGDM_DEFAULT_GUIDANCE, DefenseConfig, EvalConfig
-from .results import CLEAN, EvalResult
-from .store import STORE_NAME, Outcome, RecordStore
+from .results import CLEAN
+from .store import Outcome
 
 
 def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
@@ -111,10 +109,11 @@ def _outcomes(seed: int, attack: str, indices: torch.Tensor, y: torch.Tensor,
 
 
 def evaluate_batch(cfg: EvalConfig, defense: Defense, classifier: nn.Module, attacks,
-                   xb: torch.Tensor, yb: torch.Tensor, ib: torch.Tensor, seed: int, start: int,
-                   adversarial: dict) -> list[Outcome]:
-    """Clean and per-attack outcomes of one batch, each final input evaluated in ``draws``
-    purification draws."""
+                   xb: torch.Tensor, yb: torch.Tensor, ib: torch.Tensor, seed: int, start: int
+                   ) -> list[Outcome]:
+    """Clean and per-attack outcomes of one batch of the robust subset, each final input
+    evaluated in ``draws`` purification draws; the attack outcomes carry their adversarial
+    images."""
     outcomes = []
     for stream, attack in enumerate(attacks or [None]):
         defense_gen, attack_gen = batch_generators(seed, start, stream)
@@ -130,12 +129,22 @@ def evaluate_batch(cfg: EvalConfig, defense: Defense, classifier: nn.Module, att
                            xb, yb, attack_gen)
         predictions = predict_draws(model, x_adv, cfg.draws)
         outcomes += _outcomes(seed, attack.key(), ib, yb, predictions,
-                              time.perf_counter() - began, x_adv if cfg.save_adversarial else None)
-        adversarial.setdefault((seed, attack.key()), []).append(x_adv.detach())
+                              time.perf_counter() - began, x_adv.detach())
     return outcomes
 
 
 CLEAN_STREAM = 1_000     # generators of the clean images outside the robust subset
+
+
+def evaluate_clean_batch(cfg: EvalConfig, defense: Defense, classifier: nn.Module,
+                         xb: torch.Tensor, yb: torch.Tensor, ib: torch.Tensor, seed: int,
+                         start: int) -> list[Outcome]:
+    """Clean outcomes of a batch of the standard-accuracy images outside the robust subset
+    (``start``: the batch's position among those images)."""
+    model = defense.model(classifier, batch_generators(seed, start, CLEAN_STREAM)[0])
+    began = time.perf_counter()
+    predictions = predict_draws(model, xb, cfg.draws)
+    return _outcomes(seed, CLEAN, ib, yb, predictions, time.perf_counter() - began)
 
 
 def evaluation_subsets(cfg: EvalConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,63 +154,6 @@ def evaluation_subsets(cfg: EvalConfig, size: int) -> tuple[torch.Tensor, torch.
     order = torch.randperm(size, generator=generator)
     standard = order[:min(cfg.standard_n or size, size)]
     return standard[:min(cfg.n, size)].sort().values, standard.sort().values
-
-
-def clean_outcomes(cfg: EvalConfig, defense: Defense, classifier: nn.Module, x: torch.Tensor,
-                   y: torch.Tensor, indices: torch.Tensor, seed: int) -> list[Outcome]:
-    """Clean outcomes of the standard-accuracy images that are not in the robust subset."""
-    outcomes = []
-    for start in range(0, len(y), cfg.batch_size):
-        part = slice(start, start + cfg.batch_size)
-        model = defense.model(classifier, batch_generators(seed, start, CLEAN_STREAM)[0])
-        began = time.perf_counter()
-        predictions = predict_draws(model, x[part], cfg.draws)
-        outcomes += _outcomes(seed, CLEAN, indices[part], y[part], predictions,
-                              time.perf_counter() - began)
-    return outcomes
-
-
-def run_evaluation(cfg: EvalConfig, progress: bool = True, out_dir: Path | None = None
-                   ) -> EvalResult:
-    """Evaluate ``cfg`` for every seed: every attack on the robust subset, clean inputs on the
-    standard set; with ``out_dir`` every batch's outcomes go to its record store
-    (``records.sqlite``) as they are produced."""
-    indices, standard = evaluation_subsets(cfg, len(data.labels(cfg.dataset, cfg.split,
-                                                                 cfg.data_root)))
-    extra = standard[~torch.isin(standard, indices)]
-    x, y = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=indices)
-    x_extra, y_extra = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=extra)
-    classifier = load_classifier(cfg.classifier)
-    defense = Defense.build(cfg.defense, classifier)
-    attacks = cfg.resolved_attacks()
-    store = None if out_dir is None else RecordStore(Path(out_dir) / STORE_NAME)
-    run_id = None if store is None else store.begin_run(cfg.model_dump_json())
-    outcomes, seconds, adversarial = [], {}, {}
-    total = (len(y) + len(extra)) * len(cfg.seeds)
-    with tqdm(total=total, desc=describe(cfg), disable=not progress) as bar:
-        for seed in cfg.seeds:
-            began = time.perf_counter()
-            for start in range(0, len(y), cfg.batch_size):
-                part = slice(start, start + cfg.batch_size)
-                batch = evaluate_batch(cfg, defense, classifier, attacks, x[part], y[part],
-                                       indices[part], seed, start, adversarial)
-                outcomes += _record(store, run_id, batch)
-                bar.update(len(y[part]))
-            if len(extra):
-                outcomes += _record(store, run_id, clean_outcomes(
-                    cfg, defense, classifier, x_extra, y_extra, extra, seed))
-                bar.update(len(extra))
-            seconds[seed] = time.perf_counter() - began
-    if store is not None:
-        store.close()
-    return EvalResult(cfg, indices.tolist(), [a.key() for a in attacks], outcomes, seconds,
-                      {k: torch.cat(v) for k, v in adversarial.items()}, standard.tolist())
-
-
-def _record(store: RecordStore | None, run_id: str | None, batch: list[Outcome]) -> list[Outcome]:
-    if store is not None:
-        store.add(run_id, batch)
-    return batch
 
 
 def describe_defense(d: DefenseConfig) -> str:

@@ -130,16 +130,14 @@ def write_run(result: EvalResult, out_dir: Path) -> Path:
 
 
 def load_run(run_dir: Path) -> EvalResult:
-    """The last run in ``run_dir``'s record store, rebuilt from the store alone."""
+    """The run of ``run_dir`` (its config.json's, else the store's last), rebuilt from the
+    record store alone."""
     path = Path(run_dir) / STORE_NAME
     if not path.is_file():
         raise ValueError(f"expected a run directory with {STORE_NAME}, found none in {run_dir}")
     store = RecordStore(path)
     try:
-        runs = store.runs()
-        if not runs:
-            raise ValueError(f"{path}: the store holds no run")
-        run = runs[-1]
+        run = _directory_run(store, Path(run_dir))
         config = EvalConfig.model_validate_json(run["config"])
         outcomes = store.outcomes(run["run_id"])
         attacks = list(dict.fromkeys(o.attack for o in outcomes if o.attack != "clean"))
@@ -151,6 +149,15 @@ def load_run(run_dir: Path) -> EvalResult:
         store.close()
     return EvalResult(config, subset, attacks, outcomes, adversarial=adversarial,
                       standard_indices=sorted(clean))
+
+
+def _directory_run(store: RecordStore, run_dir: Path) -> dict:
+    runs = store.runs()
+    if not runs:
+        raise ValueError(f"{store.path}: the store holds no run")
+    config = run_dir / "config.json"
+    run_id = store.find_run(config.read_text()) if config.is_file() else None
+    return runs[-1] if run_id is None else store.run(run_id)
 
 
 def _stored_adversarial(store: RecordStore, run_id: str, config: EvalConfig,

@@ -25,14 +25,13 @@ def mean_std(values: list[float]) -> dict[str, float]:
 class EvalResult:
     """The outcomes of one evaluation. ``subset_indices``: the robust subset (attacked);
     ``standard_indices``: the images of standard accuracy (a superset; default the same);
-    ``attacks``: the attack keys in run order; ``adversarial`` keeps the live run's
-    adversarial images per (seed, attack key)."""
+    ``attacks``: the attack keys in run order; ``adversarial``: the first seed's adversarial
+    images per (seed, attack key), where the run has them all."""
 
     config: EvalConfig
     subset_indices: list[int]
     attacks: list[str]
     outcomes: list[Outcome]
-    seconds: dict[int, float] = field(default_factory=dict)
     adversarial: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
     standard_indices: list[int] | None = None
 
@@ -42,6 +41,14 @@ class EvalResult:
         self._indexed: dict[tuple[int, str], dict[int, Outcome]] = {}
         for o in self.outcomes:                    # (seed, attack) -> sample index -> outcome
             self._indexed.setdefault((o.seed, o.attack), {})[o.sample_index] = o
+
+    @property
+    def seconds(self) -> dict[int, float]:
+        """Compute time per seed: the sum of its outcomes' times (each a share of its batch's)."""
+        totals: dict[int, float] = {}
+        for o in self.outcomes:
+            totals[o.seed] = totals.get(o.seed, 0.0) + o.seconds
+        return totals
 
     def correct(self, seed: int, attack: str, kind: str = "single_draw",
                 on_subset: bool = False) -> list[float]:

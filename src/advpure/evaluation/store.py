@@ -1,5 +1,10 @@
 """The record store: every per-image outcome of a run, in ``records.sqlite`` in the run
-directory, written as it is produced (one transaction per batch).
+directory, written as it is produced (one transaction per shard, so a shard is either wholly
+recorded or not at all). A run started again with the same config resumes its run: what is
+recorded is skipped (``find_run``, ``recorded``); a changed config is a new run in the same
+file. An outcome can be written once only (the primary key), so a resumed run that recomputed a
+recorded sample would fail loudly instead of counting it twice. ``RunLock`` keeps a second
+process from writing into a run directory that is in use.
 
 Schema (``SCHEMA`` below is the source):
 
@@ -25,7 +30,9 @@ Schema (``SCHEMA`` below is the source):
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
+import os
 import json
 import sqlite3
 import uuid
@@ -110,7 +117,7 @@ class RecordStore:
                 for o in outcomes]
         with self.connection:
             self.connection.executemany(
-                "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def run(self, run_id: str) -> dict:
         row = self.connection.execute(
@@ -121,8 +128,20 @@ class RecordStore:
         return dict(zip(("run_id", "config_hash", "config", "created", "advpure_version"), row))
 
     def runs(self) -> list[dict]:
-        ids = [r[0] for r in self.connection.execute("SELECT run_id FROM runs ORDER BY created")]
+        """Every run in the file, oldest first."""
+        ids = [r[0] for r in self.connection.execute("SELECT run_id FROM runs ORDER BY rowid")]
         return [self.run(i) for i in ids]
+
+    def find_run(self, config_json: str) -> str | None:
+        """The latest run of the very same config (by hash), or None."""
+        digest = config_hash(config_json)
+        matches = [r["run_id"] for r in self.runs() if r["config_hash"] == digest]
+        return matches[-1] if matches else None
+
+    def recorded(self, run_id: str) -> set[tuple[int, str, int]]:
+        """The (seed, attack, sample index) of every outcome of ``run_id``."""
+        return set(self.connection.execute(
+            "SELECT seed, attack, sample_index FROM outcomes WHERE run_id = ?", (run_id,)))
 
     def outcomes(self, run_id: str) -> list[Outcome]:
         """Every outcome of ``run_id`` in the order written (images not loaded)."""
@@ -143,3 +162,50 @@ class RecordStore:
 
     def close(self) -> None:
         self.connection.close()
+
+    def __enter__(self) -> RecordStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on as asked (the message says why and what to do)."""
+
+
+class RunDirectoryBusy(RunError):
+    """Another process is writing into the run directory."""
+
+
+class RunLock:
+    """Exclusive use of a run directory by one process: an advisory lock (``flock``) on
+    ``run.lock`` inside it, taken without waiting and released when the process ends, however
+    it ends (a SIGKILLed run leaves nothing to clean up)."""
+
+    NAME = "run.lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / self.NAME
+        self.file = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise RunDirectoryBusy(
+                f"run directory {self.path.parent} is in use by another advpure process (pid "
+                f"{holder}): wait for it to finish, or write to another directory") from None
+        self.file.truncate(0)
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()

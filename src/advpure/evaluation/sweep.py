@@ -12,7 +12,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import DefenseConfig, EvalConfig
-from .experiment import describe, run_evaluation
+from .experiment import describe
+from .runner import run_evaluation
 from .report import pct, plot_accuracy_vs, write_run
 
 
@@ -66,22 +67,22 @@ def with_option(base: EvalConfig, param: str, value: float | str) -> EvalConfig:
     return EvalConfig.model_validate(data)
 
 
-def run_or_resume(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
+def run_or_resume(cfg: EvalConfig, run_dir: Path, progress: bool = True, executor=None) -> dict:
     """The summary of ``cfg``: read from ``run_dir`` if a finished run of the very same config
-    is there, otherwise evaluated and written there."""
+    is there, otherwise evaluated there (resuming what its record store holds) and written."""
     results = run_dir / "results.json"
     if results.is_file():
         summary = json.loads(results.read_text())
         if summary["config"] == cfg.model_dump(mode="json"):
             tqdm.write(f"reusing {run_dir} ({describe(cfg)})")
             return summary
-    result = run_evaluation(cfg, progress, out_dir=run_dir)
+    result = run_evaluation(cfg, progress, out_dir=run_dir, executor=executor)
     write_run(result, run_dir)
     return result.summary()
 
 
 def run_sweep(base: EvalConfig, param: str, values: list[float] | list[str], out_dir: Path,
-              baseline: bool = True, progress: bool = True) -> Sweep:
+              baseline: bool = True, progress: bool = True, executor=None) -> Sweep:
     """Evaluate ``base`` with each value of ``defense.<param>``; writes sweep.md/json/png."""
     if param not in SWEEPABLE:
         raise ValueError(f"sweep: expected a numeric purifier option or a model among "
@@ -91,12 +92,13 @@ def run_sweep(base: EvalConfig, param: str, values: list[float] | list[str], out
     if base.defense.name == "none" and param not in ATTACK_SWEEPABLE:
         raise ValueError("sweep: expected a defense to sweep (e.g. diffpure), found 'none'")
     configs = [with_option(base, param, v) for v in values]     # all validated before any run
-    summaries = [run_or_resume(cfg, out_dir / f"{param}={value_label(v)}", progress)
+    summaries = [run_or_resume(cfg, out_dir / f"{param}={value_label(v)}", progress, executor)
                  for cfg, v in zip(configs, values)]
     undefended = base.model_copy(update={"defense": DefenseConfig()})
     baseline = baseline and base.defense.name != "none" and not any(
         a.name == "diffusion" for a in base.resolved_attacks())
-    reference = run_or_resume(undefended, out_dir / "undefended", progress) if baseline else None
+    reference = run_or_resume(undefended, out_dir / "undefended", progress, executor) \
+        if baseline else None
     sweep = Sweep(param, list(values), summaries, reference)
     write_sweep(sweep, base, out_dir)
     return sweep

@@ -32,10 +32,11 @@ def defense_for(base: EvalConfig, name: str) -> EvalConfig:
 
 
 def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,
-              progress: bool = True) -> dict:
+              progress: bool = True, executor=None) -> dict:
     """Evaluate every config in ``defenses`` (one run directory each) and write table.md,
     table.csv and table.json into ``out_dir``."""
-    summaries = [run_or_resume(cfg, out_dir / cfg.defense.name, progress) for cfg in defenses]
+    summaries = [run_or_resume(cfg, out_dir / cfg.defense.name, progress, executor)
+                 for cfg in defenses]
     attacks = [a.key() for a in base.resolved_attacks()]
     rows = [_row(cfg, s, attacks) for cfg, s in zip(defenses, summaries)]
     table = {"note": base.note, "attacks": attacks, "rows": rows,
