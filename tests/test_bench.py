@@ -1,6 +1,7 @@
 """The benchmark commands run end to end on tiny settings (their figures go in notes, not here)."""
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from advpure.benchmarks import analytic
@@ -47,3 +48,18 @@ def test_bench_resampling_compares_u_step_with_single_step(tmp_path):
         ("repaint", 1), ("repaint", 2), ("single", 1), ("single", 2)}
     assert all(r["seconds"] > 0 and r["peak_bytes"] >= 0 for r in rows)
     assert (tmp_path / "resampling.png").is_file() and "time saved" in result.output
+
+
+@pytest.mark.slow
+def test_bench_executors_times_local_and_ray_on_the_same_records(tmp_path):
+    pytest.importorskip("ray")
+    result = CliRunner().invoke(app, ["bench", "executors", "--out", str(tmp_path), "--n", "4",
+                                      "--batch-size", "2", "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "executors.json").read_text())["rows"]
+    assert [(r["executor"], r["workers"], r["threads"]) for r in rows] == [
+        ("local", 1, 1), ("local", 1, 2), ("ray", 1, 1), ("ray", 2, 1)]
+    assert all(r["seconds"] > 0 for r in rows)
+    # one thread per worker: Ray's records are the single-thread local run's, bit for bit
+    assert rows[2]["same_records_as_local_1_thread"] and rows[3]["same_records_as_local_1_thread"]
+    assert (tmp_path / "executors.png").is_file()

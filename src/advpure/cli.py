@@ -623,6 +623,21 @@ def masks(
         raise typer.BadParameter(str(err)) from None
 
 
+@bench_app.command("executors")
+def bench_executors(
+    out: Path = typer.Option(Path("bench/executors"), help="directory for the table and plot"),
+    n: int = typer.Option(32, min=1, help="digits images (robust and standard)"),
+    batch_size: int = typer.Option(4, min=1, help="images per shard"),
+    steps: int = typer.Option(5, min=1, help="PGD iterations (EOT 2)"),
+) -> None:
+    """Throughput of a digits evaluation: the local executor (1 and 2 threads) against a local
+    Ray instance with 1 and 2 single-thread workers."""
+    from .benchmarks import executors
+
+    typer.echo(executors.run(out, n, batch_size, steps))
+    typer.echo(f"wrote {out}/executors.md, executors.json, executors.png")
+
+
 @bench_app.command("resampling")
 def bench_resampling(
     out: Path = typer.Option(Path("bench/resampling"), help="directory for the table and plot"),
