@@ -453,6 +453,33 @@ def table(
 
 
 @app.command()
+@with_eval_options
+def audit(
+    out: Path = typer.Option(Path("runs/audit"), help="directory: audit.md, audit.json, "
+                             "audit.png"),
+    images: int = typer.Option(64, min=2, help="images of the fixed robust subset"),
+    factors: str = typer.Option("1,2,4", help="multipliers of the attack's iterations and EOT"),
+    eps_factors: str = typer.Option("0.25,0.5,1,2", help="multipliers of the attack's ε"),
+    repeats: int = typer.Option(16, min=2, help="calls per image for the randomness check"),
+    square_queries: int = typer.Option(1000, min=1, help="queries of the black-box Square"),
+    alpha: float = typer.Option(0.01, min=1e-6, max=0.5, help="level of each one-sided test"),
+    config=None,
+) -> None:
+    """Check a defense's evaluation for gradient masking (Carlini et al. 2019; AutoAttack's
+    flags): unbounded attack, accuracy vs ε / iterations / EOT, noise, Square and transfer
+    baselines, zero gradients, randomness, the gradient mode against exact. The audited attack
+    is the config's first PGD/APGD (default PGD-10 at the dataset's ε)."""
+    from .evaluation.audit import AuditBudget, run_audit, target_from_config, write_audit
+
+    budget = AuditBudget(images, _parse_list(factors, int), _parse_list(eps_factors, float),
+                         repeats, square_queries, alpha)
+    target = target_from_config(config, images)
+    result = run_audit(target, budget)
+    typer.echo(write_audit(result, out))
+    typer.echo(f"wrote {out}/audit.md, audit.json, audit.png")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-report"), help="report directory"),
     n: int = typer.Option(64, help="test images"),

@@ -1,0 +1,125 @@
+"""`advpure audit`: deliberately broken defenses are flagged, an honest one is not failed."""
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from advpure import data
+from advpure.cli import app
+from advpure.evaluation import AttackConfig, EvalConfig
+from advpure.evaluation.audit import (FAIL, PASS, WARN, AttackRunner, AuditBudget, Target,
+                                      binomial_tail, gradient_check, randomness_check,
+                                      run_audit, sign_test, target_from_config)
+from advpure.models import load_classifier
+
+SMALL = AuditBudget(images=16, budget_factors=(1, 2), eps_factors=(0.5, 1.0), draws=4,
+                    square_queries=100)
+
+
+class Rounded(nn.Module):
+    """Shattered gradients: the classifier on the input rounded to 4 grey levels."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x):
+        return self.classifier(torch.round(x * 4) / 4)
+
+
+class NoGradPurifier(nn.Module):
+    """Zero gradients: a 'purification' (a blur) run under torch.no_grad."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x):
+        with torch.no_grad():
+            blurred = nn.functional.avg_pool2d(x, 3, 1, 1)
+        return self.classifier(blurred)
+
+
+class NoisyInput(nn.Module):
+    """A randomized defense: Gaussian noise on the input, drawn from its generator."""
+
+    def __init__(self, classifier, generator):
+        super().__init__()
+        self.classifier, self.generator = classifier, generator
+
+    def forward(self, x):
+        noise = torch.randn(x.shape, generator=self.generator)
+        return self.classifier((x + 0.2 * noise).clamp(0, 1))
+
+
+def digits_target(make, eot=None) -> Target:
+    classifier = load_classifier("builtin:digits-cnn")
+    x, y = data.load("digits", indices=torch.arange(16))
+    attack = AttackConfig(name="pgd", eps=0.2, steps=5, eot=eot)
+    return Target(lambda generator, gradient: make(classifier, generator), classifier, x, y,
+                  attack, name=make.__name__)
+
+
+def statuses(audit) -> dict[str, str]:
+    return {c.name: c.status for c in audit.checks}
+
+
+def test_the_statistics_are_the_stated_tests():
+    assert binomial_tail(0, 5, 0.3) == pytest.approx(1.0)
+    assert binomial_tail(3, 3, 0.5) == pytest.approx(0.125)
+    assert binomial_tail(2, 4, 0.5) == pytest.approx(11 / 16)
+    stronger = torch.tensor([1.0] * 9 + [0.0])           # 9 images correct only when stronger
+    weaker = torch.tensor([0.0] * 9 + [1.0])
+    status, figures = sign_test(stronger, weaker, alpha=0.05)
+    assert status == FAIL and abs(figures["p_value"] - 11 / 1024) < 1e-12
+    assert sign_test(weaker, stronger, alpha=0.05)[0] == PASS
+    assert sign_test(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), 0.01)[0] == WARN
+
+
+def test_shattered_gradients_of_a_rounding_defense_are_flagged():
+    audit = run_audit(digits_target(lambda c, g: Rounded(c)), SMALL, progress=False)
+    found = statuses(audit)
+    assert found["gradient is neither zero nor vanishing"] == FAIL
+    assert found["white-box beats black-box Square"] == FAIL
+    assert found["white-box beats transfer from the undefended classifier"] == FAIL
+    assert found["unbounded attack reaches ~0 %"] != PASS
+
+
+def test_a_no_grad_purification_is_flagged_not_crashed_on():
+    audit = run_audit(digits_target(lambda c, g: NoGradPurifier(c)), SMALL, progress=False)
+    found = statuses(audit)
+    assert found["gradient is neither zero nor vanishing"] == FAIL
+    assert found["accuracy falls with ε"] == FAIL             # PGD cannot even run
+    assert "no gradient" in next(c for c in audit.checks
+                                 if c.name == "accuracy falls with ε").explanation
+
+
+def test_a_randomized_defense_attacked_with_eot_1_is_warned_about():
+    target = digits_target(NoisyInput)
+    check = randomness_check(AttackRunner(target), SMALL)
+    assert check.status == WARN and check.figures["stochastic"]
+    assert "EOT" in check.explanation
+    with_eot = randomness_check(AttackRunner(digits_target(NoisyInput, eot=4)), SMALL)
+    assert with_eot.status == PASS
+    assert gradient_check(AttackRunner(target)).status == PASS
+
+
+def test_the_honest_digits_diffpure_defense_gets_no_fail(tmp_path):
+    cfg = EvalConfig(defense={"name": "diffpure", "dt": 0.02},
+                     attacks=({"name": "pgd", "eps": 0.2, "steps": 5, "eot": 2},))
+    target = target_from_config(cfg, SMALL.images)
+    audit = run_audit(target, SMALL, progress=False)
+    assert FAIL not in statuses(audit).values(), statuses(audit)
+    assert {"eps", "iterations", "EOT"} <= set(audit.curves)
+
+
+def test_audit_from_the_command_line_writes_its_report(tmp_path):
+    result = CliRunner().invoke(app, [
+        "audit", "--defense", "diffpure", "--dt", "0.05", "--gradient", "adjoint",
+        "--attack", "pgd", "--eps", "0.2", "--steps", "2", "--eot", "2", "--images", "8",
+        "--factors", "1,2", "--eps-factors", "1,2", "--repeats", "2", "--square-queries", "20",
+        "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "audit.md").read_text()
+    assert "adjoint gradient agrees with exact" in report
+    assert (tmp_path / "audit.png").is_file() and (tmp_path / "audit.json").is_file()
