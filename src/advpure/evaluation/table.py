@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import DefenseConfig, EvalConfig
 from .experiment import describe_defense
-from .report import note_line, pct
+from .report import ci, note_line, pct
 from .sweep import run_or_resume
 
 COMMON = ("diffusion", "dt", "gradient", "surrogate_dt", "ensemble", "ensemble_rule")
@@ -53,13 +53,17 @@ def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,
 
 def _row(cfg: EvalConfig, summary: dict, attacks: list[str]) -> dict[str, str]:
     accuracies = summary["accuracies"]
-    row = {"defense": describe_defense(cfg.defense),
-           "standard": pct(accuracies["standard"]["single_draw"])}
-    row |= {a: pct(accuracies[a]["single_draw"]) for a in attacks}
+
+    def cell(which: str) -> str:
+        stat = accuracies[which]["single_draw"]
+        return f"{pct(stat)} {ci(stat)}"
+
+    row = {"defense": describe_defense(cfg.defense), "standard": cell("standard")}
+    row |= {a: cell(a) for a in attacks}
     rule = summary["autoattack_papers_rule"]
     if rule is not None:
         row["AutoAttack (papers' rule)"] = pct(rule)
-    row["worst case (ours)"] = pct(accuracies["robust"]["single_draw"])
+    row["worst case (ours)"] = cell("robust")
     return row
 
 
@@ -73,7 +77,8 @@ def table_markdown(table: dict, base: EvalConfig) -> str:
              f"{base.draws} purification draw(s) per final evaluation; single-draw accuracy, "
              "mean ± sample std over seeds. Worst case (ours): per image, the minimum over the "
              "attacks; AutoAttack (papers' rule): the minimum of the standard and rand versions' "
-             "aggregate accuracies."]
+             "aggregate accuracies. Brackets: 95 % Wilson interval pooled over all (image, seed) "
+             "pairs."]
     if table["budget_reductions"]:
         notes.append(f"**Reduced budgets** against protocol `{base.protocol}`: "
                      + "; ".join(table["budget_reductions"]) + ".")
