@@ -310,7 +310,9 @@ EXECUTOR_OPTIONS = [
 
 def with_executor_options(command):
     """Add the executor options to a command, which receives the executor as ``executor``."""
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "executor"]
+    hints = typing.get_type_hints(command)        # the annotations as types, not strings
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(command).parameters.values() if p.name != "executor"]
     params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
                                 default=typer.Option(default, help=help_text))
               for name, kind, default, help_text in EXECUTOR_OPTIONS]
