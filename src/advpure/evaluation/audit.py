@@ -116,6 +116,17 @@ def sign_test(stronger: torch.Tensor, weaker: torch.Tensor, alpha: float) -> tup
     return status, {"only_stronger_correct": b, "only_weaker_correct": c, "p_value": p}
 
 
+def explained(explanation: str, status: str, p_value: float, alpha: float) -> str:
+    """The check's explanation, with what a WARN or FAIL of a test means."""
+    if status == WARN:
+        return (f"{explanation}. WARN: the wrong direction, but not significant (p = "
+                f"{p_value:.2g} ≥ α = {alpha:g}): within Monte-Carlo error at this many images; "
+                "more images (--images) tell")
+    if status == FAIL:
+        return f"{explanation}. FAIL: significant at α = {alpha:g} (p = {p_value:.2g})"
+    return explanation
+
+
 # ---------------------------------------------------------------- attacks
 
 class AttackRunner:
@@ -181,8 +192,9 @@ def unbounded_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Che
     curves["unbounded"] = k / n
     return Check("unbounded attack reaches ~0 %", status,
                  {"eps": eps, "steps": attack.steps, "accuracy": k / n, "p_value": p},
-                 f"an attack that may change every pixel ({a.norm} ε = {eps:.3g}) must win; "
-                 f"tested against {100 * budget.unbounded_accuracy:g} % at α = {budget.alpha}")
+                 explained(f"an attack that may change every pixel ({a.norm} ε = {eps:.3g}) "
+                           f"must win; tested against {100 * budget.unbounded_accuracy:g} %",
+                           status, p, budget.alpha))
 
 
 def eps_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Check:
@@ -193,7 +205,7 @@ def eps_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Check:
     tests = [sign_test(correct[i + 1], correct[i], budget.alpha) for i in range(len(grid) - 1)]
     return _worst_of("accuracy falls with ε", tests, grid,
                      "a larger ε can only help the attacker; a rise is a sign of masking",
-                     curves["eps"]["accuracy"])
+                     curves["eps"]["accuracy"], budget.alpha)
 
 
 def budget_check(run: AttackRunner, budget: AuditBudget, curves: dict, what: str) -> Check:
@@ -207,11 +219,11 @@ def budget_check(run: AttackRunner, budget: AuditBudget, curves: dict, what: str
     return _worst_of(f"more {what} do not raise accuracy", tests, grid,
                      f"more attack {what} can only help; accuracy rising with them means the "
                      "attack has not converged or follows a masked gradient",
-                     curves[what]["accuracy"])
+                     curves[what]["accuracy"], budget.alpha)
 
 
 def _worst_of(name: str, tests: list[tuple[str, dict]], grid: list, explanation: str,
-              accuracy: list[float]) -> Check:
+              accuracy: list[float], alpha: float) -> Check:
     """The worst of the paired tests between neighbours of a grid (each a larger budget)."""
     order = {PASS: 0, WARN: 1, FAIL: 2}
     status = max((s for s, _ in tests), key=order.get)
@@ -219,7 +231,8 @@ def _worst_of(name: str, tests: list[tuple[str, dict]], grid: list, explanation:
                "smallest_p_value": min(f["p_value"] for _, f in tests),
                "images_gained_by_a_larger_budget": max(f["only_stronger_correct"]
                                                        for _, f in tests)}
-    return Check(name, status, figures, explanation)
+    return Check(name, status, figures,
+                 explained(explanation, status, figures["smallest_p_value"], alpha))
 
 
 def baseline_checks(run: AttackRunner, budget: AuditBudget) -> list[Check]:
@@ -242,8 +255,9 @@ def baseline_checks(run: AttackRunner, budget: AuditBudget) -> list[Check]:
             status, figures = sign_test(white, weaker, budget.alpha)
             figures |= {"white_box_accuracy": float(white.mean()),
                         "other_accuracy": float(weaker.mean())}
-            return Check(f"white-box beats {name}", status, figures,
-                         f"the gradient attack must leave no more images correct than {name}")
+            return Check(f"white-box beats {name}", status, figures, explained(
+                f"the gradient attack must leave no more images correct than {name}",
+                status, figures["p_value"], budget.alpha))
         checks.append(_guarded(f"white-box beats {name}", check))
     return checks
 
@@ -318,9 +332,10 @@ def mode_check(run: AttackRunner, budget: AuditBudget) -> Check:
                                budget.alpha)
     figures |= tested | {"accuracy_in_use": float(run.correct(t.attack).mean()),
                          "accuracy_exact": float(run.correct(t.attack, "exact").mean())}
-    return Check(name, status, figures, f"the {t.gradient} gradient cannot be compared at one "
-                 "noise draw: the same attack with exact gradients must not leave fewer images "
-                 "correct")
+    return Check(name, status, figures, explained(
+        f"the {t.gradient} gradient cannot be compared at one noise draw: the same attack with "
+        "exact gradients must not leave fewer images correct", status, tested["p_value"],
+        budget.alpha))
 
 
 def _gradient(t: Target, mode: str, seed: int) -> torch.Tensor:
