@@ -8,8 +8,9 @@ from advpure import data
 from advpure.cli import app
 from advpure.evaluation import AttackConfig, EvalConfig
 from advpure.evaluation.audit import (FAIL, PASS, WARN, AttackRunner, AuditBudget, Target,
-                                      binomial_tail, gradient_check, randomness_check,
-                                      run_audit, sign_test, target_from_config)
+                                      binomial_tail, gradient_check, mode_check,
+                                      randomness_check, run_audit, sign_test,
+                                      target_from_config)
 from advpure.models import load_classifier
 
 SMALL = AuditBudget(images=16, budget_factors=(1, 2), eps_factors=(0.5, 1.0), draws=4,
@@ -102,6 +103,21 @@ def test_a_randomized_defense_attacked_with_eot_1_is_warned_about():
     with_eot = randomness_check(AttackRunner(digits_target(NoisyInput, eot=4)), SMALL)
     assert with_eot.status == PASS
     assert gradient_check(AttackRunner(target)).status == PASS
+
+
+def test_a_gradient_mode_weaker_than_exact_fails():
+    """In use: a masked backward pass (the rounding defense); exact: the real gradient."""
+    classifier = load_classifier("builtin:digits-cnn")
+    x, y = data.load("digits", indices=torch.arange(16))
+
+    def defended(generator, gradient):
+        return classifier if gradient == "exact" else Rounded(classifier)
+
+    target = Target(defended, classifier, x, y, AttackConfig(name="pgd", eps=0.2, steps=5),
+                    gradient="bpda")
+    check = mode_check(AttackRunner(target), SMALL)
+    assert check.status == FAIL
+    assert check.figures["accuracy_in_use"] > check.figures["accuracy_exact"]
 
 
 def test_the_honest_digits_diffpure_defense_gets_no_fail(tmp_path):

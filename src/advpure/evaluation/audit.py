@@ -328,7 +328,9 @@ def mode_check(run: AttackRunner, budget: AuditBudget) -> Check:
         status = PASS if same >= 1 - 1e-3 else FAIL
         return Check(name, status, figures, "checkpointing recomputes the same graph: at the "
                      "same noise draw its gradient must equal the exact one (cosine ≥ 0.999)")
-    status, tested = sign_test(run.correct(t.attack, "exact"), run.correct(t.attack),
+    # the mode in use must be at least as strong as exact: FAIL when it leaves significantly
+    # more images correct (the evaluation overstates robustness)
+    status, tested = sign_test(run.correct(t.attack), run.correct(t.attack, "exact"),
                                budget.alpha)
     figures |= tested | {"accuracy_in_use": float(run.correct(t.attack).mean()),
                          "accuracy_exact": float(run.correct(t.attack, "exact").mean())}
