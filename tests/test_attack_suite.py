@@ -3,9 +3,11 @@ import pytest
 import torch
 
 from advpure import PurifiedClassifier
-from advpure.attacks import apgd, apgd_eot, autoattack, dlr_loss, pgd
+from advpure.attacks import apgd_eot, autoattack, dlr_loss, pgd
+from advpure.attacks import apgd_official as apgd
 from advpure.attacks.apgd import checkpoints
-from advpure.attacks.others import diffusion_only, flow_warp, square, stadv, stadv_flow
+from advpure.attacks import diffusion_only, square, stadv
+from advpure.attacks.stadv import flow_warp, stadv_flow
 from advpure.purifiers import DiffPure
 from conftest import tiny_unet
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from advpure import data
 from advpure.cli import app
 from advpure.evaluation import AttackConfig, EvalConfig
-from advpure.evaluation.audit import (FAIL, PASS, WARN, AttackRunner, AuditBudget, Target,
+from advpure.studies.audit import (FAIL, PASS, WARN, AttackRunner, AuditBudget, Target,
                                       binomial_tail, gradient_check, mode_check,
                                       randomness_check, run_audit, sign_test,
                                       target_from_config)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from advpure.cli import app
 from advpure.evaluation import EvalConfig, run_evaluation
 from advpure.evaluation.executors import LocalExecutor, RayExecutor, make_executor
-from advpure.evaluation.report import load_run
+from advpure.reports.report import load_run
 from advpure.evaluation.runner import ShardsFailed
 from advpure.evaluation.shards import evaluate_shard
 from advpure.evaluation.store import STORE_NAME, RecordStore, RunDirectoryBusy, RunLock

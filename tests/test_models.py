@@ -52,6 +52,6 @@ def test_diffpure_runs_the_sampler_it_is_given(digits_batch):
     for name, out in outputs.items():
         assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1, name
         assert not any(torch.allclose(out, other) for o, other in outputs.items() if o != name)
-    with pytest.raises(ValueError, match="sampler: expected one of sde, ode, ld, ddpm, ddim, "
-                                         "found 'magic'"):
+    with pytest.raises(ValueError, match="sampler: expected 'sde', 'ode', 'ld', 'ddpm' or "
+                                         "'ddim', found 'magic'"):
         advpure.purifiers.DiffPure(tiny_unet(), sampler="magic")

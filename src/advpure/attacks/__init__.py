@@ -1,7 +1,30 @@
-"""Attacks on the whole defended pipeline, with exact gradients."""
-from .apgd import apgd_eot, dlr_loss
-from .autoattack import apgd, autoattack
+"""Attacks on the whole defended pipeline, with exact gradients; each with its typed settings,
+registered in ``ATTACKS`` (the ``attacks`` of an evaluation config)."""
+from ..settings import registry
+from .apgd import APGDSettings, apgd_eot, dlr_loss
+from .autoattack import AutoAttackSettings, apgd_official, autoattack
+from .base import AttackSettings, NormBallAttack, check_attack_inputs
+from .bpda import BPDASettings
+from .diffusion_only import DiffusionOnlySettings, diffusion_only
 from .eot import eot_loss_and_grad
-from .pgd import pgd, project
+from .pgd import PGDSettings, pgd, project
+from .square import SquareSettings, square
+from .stadv import StAdvSettings, stadv
+from .transfer import TransferSettings
 
-__all__ = ["apgd", "apgd_eot", "autoattack", "dlr_loss", "eot_loss_and_grad", "pgd", "project"]
+ATTACKS: dict[str, type[AttackSettings]] = registry(     # name -> settings; one line each
+    PGDSettings,
+    BPDASettings,
+    TransferSettings,
+    DiffusionOnlySettings,
+    APGDSettings,
+    AutoAttackSettings,
+    SquareSettings,
+    StAdvSettings,
+)
+
+__all__ = ["ATTACKS", "APGDSettings", "AttackSettings", "AutoAttackSettings", "BPDASettings",
+           "DiffusionOnlySettings", "NormBallAttack", "PGDSettings", "SquareSettings",
+           "StAdvSettings", "TransferSettings", "apgd_eot", "apgd_official", "autoattack",
+           "check_attack_inputs", "diffusion_only", "dlr_loss", "eot_loss_and_grad", "pgd",
+           "project", "square", "stadv"]

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import math
 
-import torch
+from typing import Literal
 
-from .._checks import check_choice, check_images, check_labels, check_positive
+import torch
+from pydantic import Field, PositiveInt
+
+from .._checks import check_choice
+from .base import NormBallAttack, check_attack_inputs
 from .eot import Model, cross_entropy, eot_loss_and_grad
-from .pgd import NORMS, _flat_norm, project, random_start
+from .pgd import _flat_norm, project, random_start
 
 MOMENTUM, RHO = 0.75, 0.75
 
@@ -52,11 +56,8 @@ def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
              steps: int = 100, loss: str = "ce", eot: int = 1,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """APGD-CE / APGD-DLR with batched EOT; the start is uniform in the ball (``generator``)."""
-    check_images(x)
-    y = check_labels(y, x.shape[0])
-    check_choice(norm, NORMS, "norm")
+    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps)
     check_choice(loss, APGD_LOSSES, "APGD loss")
-    eps = check_positive(eps, "eps")
     if not (isinstance(steps, int) and steps >= 1 and isinstance(eot, int) and eot >= 1):
         raise ValueError(f"apgd_eot: expected integer steps >= 1 and eot >= 1, found {steps!r}, "
                          f"{eot!r}")
@@ -94,3 +95,20 @@ def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
         z = project(_step(x_k, g_k, eta, norm), x, eps, norm)
         x_next = project(x_k + MOMENTUM * (z - x_k) + (1 - MOMENTUM) * (x_k - x_prev), x, eps, norm)
     return x_best.detach()
+
+
+class APGDSettings(NormBallAttack):
+    """advpure's batched-EOT APGD (``apgd_eot``; the official one is ``apgd_official``)."""
+
+    name: Literal["apgd"] = "apgd"
+    steps: PositiveInt = Field(20, description="attack iterations")
+    eot: PositiveInt = Field(1, description="EOT copies per gradient")
+    loss: Literal[APGD_LOSSES] = Field("ce", description="ce | dlr (Croce & Hein Eq. 5)")
+
+    def run(self, model, x, y, generator):
+        return apgd_eot(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                        loss=self.loss, eot=self.eot, generator=generator)
+
+    def label_parts(self) -> list[str]:
+        parts = [self.loss, f"eps={self.eps:.3g}", f"{self.steps} steps"]
+        return parts + ([f"EOT {self.eot}"] if self.eot > 1 else [])

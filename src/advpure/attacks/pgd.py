@@ -1,13 +1,15 @@
 """Projected gradient descent (Madry et al. 2018) with batched EOT, ℓ∞ and ℓ2."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, PositiveFloat, PositiveInt
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_images, check_labels, check_positive
+from .._checks import check_positive
+from .base import NormBallAttack, check_attack_inputs
 from .eot import Loss, Model, cross_entropy, eot_loss_and_grad
-
-NORMS = ("linf", "l2")
 
 
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:
@@ -49,11 +51,7 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
     ``step_size`` defaults to 2.5·ε/steps. ``generator`` drives the random start only; a
     stochastic ``model`` (a PurifiedClassifier) draws its own noise on every call.
     """
-    check_images(x)
-    if loss is None:
-        check_labels(y, x.shape[0])
-    check_choice(norm, NORMS, "norm")
-    eps = check_positive(eps, "eps")
+    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps, labels=loss is None)
     if not isinstance(steps, int) or steps < 1 or not isinstance(eot, int) or eot < 1:
         raise ValueError(f"pgd: expected integer steps >= 1 and eot >= 1, found {steps!r}, {eot!r}")
     alpha = check_positive(step_size if step_size is not None else 2.5 * eps / steps, "step_size")
@@ -65,3 +63,31 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
         direction = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
         x_adv = project(x_adv + alpha * direction, x, eps, norm)
     return x_adv.detach()
+
+
+class IterativeAttack(NormBallAttack):
+    """Options of the PGD family (pgd, bpda, transfer, diffusion-only)."""
+
+    steps: PositiveInt = Field(20, description="attack iterations")
+    step_size: PositiveFloat | None = Field(None, description="PGD step (None: 2.5·eps/steps)")
+    random_init: bool = Field(True, description="start at a random point of the ball")
+
+    def label_parts(self) -> list[str]:
+        parts = [f"eps={self.eps:.3g}", f"{self.steps} steps"]
+        if self.step_size is not None:
+            parts.append(f"step {self.step_size:.3g}")
+        if "eot" in type(self).model_fields:
+            parts.append(f"EOT {self.eot}")
+        return parts + ([] if self.random_init else ["no random start"])
+
+
+class PGDSettings(IterativeAttack):
+    """PGD+EOT through the defense's gradient mode (Madry et al. 2018; Athalye et al. 2018)."""
+
+    name: Literal["pgd"] = "pgd"
+    eot: PositiveInt = Field(1, description="EOT copies per gradient")
+
+    def run(self, model, x, y, generator):
+        return pgd(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                   step_size=self.step_size, eot=self.eot, random_init=self.random_init,
+                   generator=generator)

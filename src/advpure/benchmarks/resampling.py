@@ -43,7 +43,8 @@ def worker(spec: dict) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(workload.batch, *workload.shape, generator=g).to(device)
     weights = torch.randn(x.shape, generator=g).to(device)
-    purifier = HeteroPure(model, classifier, T_LARGE, T_SMALL, dt=T_LARGE / spec["steps"],
+    purifier = HeteroPure(model, classifier, t_large=T_LARGE, t_small=T_SMALL,
+                          dt=T_LARGE / spec["steps"],
                           resampling=spec["method"], resample_jumps=spec["jumps"])
     mask = purifier.mask(x)
 

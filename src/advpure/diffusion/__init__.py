@@ -1,5 +1,5 @@
 """Diffusion core: the VP and DDPM schedules, the eps-model convention, noise sources, samplers."""
-from .catalog import SAMPLER_OPTIONS, SAMPLERS, SamplerSpec, sampler_options
+from .catalog import SAMPLER_OPTIONS, SAMPLERS, SamplerSpec
 from .ddpm import ddim, ddpm
 from .discrete import DiscreteSchedule
 from .langevin import langevin_sde
@@ -13,4 +13,4 @@ __all__ = ["SAMPLERS", "SAMPLER_OPTIONS", "SOLVER_GRADIENTS", "BatchNoise", "Dis
            "EpsModel", "FixedNoise", "NoiseSource", "PerSampleNoise", "SamplerSpec", "VPSchedule",
            "add_noise", "as_noise_source", "ddim", "ddpm", "langevin_sde", "predict_x0",
            "probability_flow_ode", "reverse_sde", "reverse_sde_step", "run_steps",
-           "sampler_options", "score", "time_grid", "uniform_like"]
+           "score", "time_grid", "uniform_like"]

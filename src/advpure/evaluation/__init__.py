@@ -1,8 +1,7 @@
-"""Experiments, protocols, reports."""
+"""The evaluation engine: configs, the defense and attacks of a batch, shards, executors, the
+runner and its record store, results and statistics (reports: ``advpure.reports``)."""
 from .config import AttackConfig, DefenseConfig, EvalConfig
 from .results import EvalResult
 from .runner import run_evaluation
-from .report import results_table, write_run
 
-__all__ = ["AttackConfig", "DefenseConfig", "EvalConfig", "EvalResult", "results_table",
-           "run_evaluation", "write_run"]
+__all__ = ["AttackConfig", "DefenseConfig", "EvalConfig", "EvalResult", "run_evaluation"]

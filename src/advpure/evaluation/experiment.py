@@ -10,60 +10,44 @@ from torch import nn
 
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
-from ..purifiers import AGDM, COUP, DiffPure, HeteroPure, Resized, coup_settings
-from ..purifiers.agdm import agdm_t_star
-from ..purifiers.hetero import hetero_times
-from .attack_runner import attack_model, run_attack
-from .config import AGDM_DEFAULT_GUIDANCE, DefenseConfig, EvalConfig
+from ..purifiers import DefenseSettings, Models, Resized
+from .config import EvalConfig
 from .results import CLEAN
 from .store import Outcome
 
 
-def build_purifier(cfg: DefenseConfig, classifier: nn.Module,
-                   eps_model: nn.Module | None = None, **overrides) -> nn.Module | None:
+def build_purifier(cfg: DefenseSettings, classifier: nn.Module,
+                   eps_model: nn.Module | None = None) -> nn.Module | None:
     """The configured purifier, or None for no defense.
 
-    ``classifier`` is the defended classifier, COUP's guidance classifier unless the config
-    names another and the source of the heterogeneous purifier's attention mask; ``eps_model`` reuses an already loaded diffusion model; ``overrides``
-    replace purifier options (the surrogate's dt). With ``purify_size`` the purifier runs at
-    that resolution (``Resized``: DiffPure's 224 → 256 → 224 on ImageNet).
+    ``classifier`` is the defended classifier (COUP's guidance unless the settings name another,
+    the heterogeneous purifier's mask source); ``eps_model`` reuses an already loaded diffusion
+    model. With ``purify_size`` the purifier runs at that resolution (``Resized``: DiffPure's
+    224 → 256 → 224 on ImageNet).
     """
     if cfg.name == "none":
         return None
     eps_model = load_diffusion(cfg.diffusion) if eps_model is None else eps_model
-    purifier = _purifier(cfg, classifier, eps_model, **overrides)
+    purifier = cfg.build(Models(eps_model, classifier, load_classifier))
     return purifier if cfg.purify_size is None else Resized(purifier, cfg.purify_size)
-
-
-def _purifier(cfg: DefenseConfig, classifier: nn.Module, eps_model: nn.Module,
-              **overrides) -> nn.Module:
-    if cfg.name == "coup":
-        guide = classifier if cfg.guidance_classifier is None else \
-            load_classifier(cfg.guidance_classifier)
-        return COUP(eps_model, guide, **cfg.purifier_kwargs(**overrides))
-    if cfg.name == "agdm":
-        guide = load_classifier(cfg.guidance_classifier or AGDM_DEFAULT_GUIDANCE)
-        return AGDM(eps_model, guide, **cfg.purifier_kwargs(**overrides))
-    if cfg.name == "hetero":
-        return HeteroPure(eps_model, classifier, **cfg.purifier_kwargs(**overrides))
-    return DiffPure(eps_model, **cfg.purifier_kwargs(**overrides))
 
 
 @dataclass
 class Defense:
     """What an evaluation defends with: the purifier, its gradient mode, the surrogate."""
 
-    config: DefenseConfig
+    config: DefenseSettings
     purifier: nn.Module | None
     surrogate: nn.Module | None
 
     @classmethod
-    def build(cls, cfg: DefenseConfig, classifier: nn.Module) -> Defense:
+    def build(cls, cfg: DefenseSettings, classifier: nn.Module) -> Defense:
         """The purifier, and for gradient='surrogate' the same one with step surrogate_dt."""
         purifier = build_purifier(cfg, classifier)
         surrogate = None
         if purifier is not None and cfg.surrogate_dt is not None:
-            surrogate = build_purifier(cfg, classifier, purifier.model, dt=cfg.surrogate_dt)
+            cheaper = cfg.replace(dt=cfg.surrogate_dt, gradient="exact", surrogate_dt=None)
+            surrogate = build_purifier(cheaper, classifier, purifier.model)
         return cls(cfg, purifier, surrogate)
 
     def model(self, classifier: nn.Module, generator: torch.Generator,
@@ -125,8 +109,7 @@ def evaluate_batch(cfg: EvalConfig, defense: Defense, classifier: nn.Module, att
         if attack is None:
             break
         began = time.perf_counter()
-        x_adv = run_attack(attack, attack_model(attack, defense, classifier, defense_gen),
-                           xb, yb, attack_gen)
+        x_adv = attack.run(attack.target(defense, classifier, defense_gen), xb, yb, attack_gen)
         predictions = predict_draws(model, x_adv, cfg.draws)
         outcomes += _outcomes(seed, attack.key(), ib, yb, predictions,
                               time.perf_counter() - began, x_adv.detach())
@@ -156,72 +139,6 @@ def evaluation_subsets(cfg: EvalConfig, size: int) -> tuple[torch.Tensor, torch.
     return standard[:min(cfg.n, size)].sort().values, standard.sort().values
 
 
-def describe_defense(d: DefenseConfig) -> str:
-    """'diffpure-ddim(t*=0.1±0.02, dt=0.01, ddim_eta=0.5) [checkpoint gradient]': the purifier,
-    what was set, and the gradient mode unless exact."""
-    if d.name == "none":
-        return "none"
-    describe_body = {"coup": _describe_coup, "agdm": _describe_agdm,
-                     "hetero": _describe_hetero}.get(d.name, _describe_diffpure)
-    body = describe_body(d)
-    if d.ensemble > 1:
-        body += f" ×{d.ensemble} {d.ensemble_rule}"
-    if d.purify_size is not None:
-        body += f" @{d.purify_size}px"
-    return body if d.gradient == "exact" else f"{body} [{d.gradient} gradient]"
-
-
-def _describe_diffpure(d: DefenseConfig) -> str:
-    sampler = "" if d.sampler == "sde" else f"-{d.sampler}"
-    parts = [] if d.t_star is None and d.sampler == "ld" else [f"t*={d.t_star or 0.1:g}"]
-    if d.t_star_delta:
-        parts[0] += f"±{d.t_star_delta:g}"
-    parts.append(f"dt={d.dt:g}")
-    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-              for k, v in d.sampler_option_values().items() if v is not None]
-    return f"diffpure{sampler}({', '.join(parts)})"
-
-
-def _describe_coup(d: DefenseConfig) -> str:
-    t_star, scale = coup_settings(d.t_star, d.guidance_scale, d.preset)
-    parts = [f"t*={t_star:g}", f"λ={scale:g}", f"dt={d.dt:g}"]
-    if d.forward_noise:
-        parts.append("forward noise")
-    if d.guidance_grad == "first_order":
-        parts.append("first-order guidance gradient")
-    if d.guidance_classifier is not None:
-        parts.append(f"guided by {d.guidance_classifier}")
-    return f"coup({', '.join(parts)})"
-
-
-def _describe_agdm(d: DefenseConfig) -> str:
-    scale = 1.0 if d.guidance_scale is None else d.guidance_scale
-    parts = [f"t*={agdm_t_star(d.t_star):g}", f"s={scale:g}", f"dt={d.dt:g}"]
-    parts += [f"{k}={v}" for k, v in (("form", d.form), ("D", d.guidance_distance),
-                                       ("ŷ from", d.guidance_label),
-                                       ("variance", d.ddpm_variance)) if v is not None]
-    if d.guidance_grad == "first_order":
-        parts.append("first-order guidance gradient")
-    parts.append(f"φ={d.guidance_classifier or AGDM_DEFAULT_GUIDANCE}")
-    return f"agdm({', '.join(parts)})"
-
-
-def _describe_hetero(d: DefenseConfig) -> str:
-    t_large, t_small = hetero_times(d.t_large, d.t_small)
-    parts = [f"t_l={t_large:g}", f"t_s={t_small:g}", f"τ={0.8 if d.tau is None else d.tau:g}",
-             f"dt={d.dt:g}"]
-    if d.resampling == "none":
-        parts.append("no resampling")
-    elif d.resampling is not None or d.resample_jumps is not None:
-        parts.append(f"resampling={d.resampling or 'single'}, U={d.resample_jumps or 10}")
-    parts += [f"{k}={v}" for k, v in (("resample", d.resample_stage),
-                                       ("mask", d.mask_normalisation),
-                                       ("variance", d.ddpm_variance)) if v is not None]
-    if d.mask_blocks is not None:
-        parts.append(f"blocks={','.join(d.mask_blocks)}")
-    return f"hetero({', '.join(parts)})"
-
-
 def describe(cfg: EvalConfig) -> str:
     """A short human label such as 'diffpure(t*=0.1, dt=0.01) vs pgd-linf(eps=0.2, 20 steps,
     EOT 4)'; a protocol is named with its caps."""
@@ -232,4 +149,4 @@ def describe(cfg: EvalConfig) -> str:
         attacks = f"protocol {cfg.protocol}" + (f" ({', '.join(caps)})" if caps else "")
     else:
         attacks = " + ".join(a.key() for a in cfg.attacks) or "none"
-    return f"{describe_defense(cfg.defense)} vs {attacks}"
+    return f"{cfg.defense.describe()} vs {attacks}"

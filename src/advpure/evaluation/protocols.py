@@ -20,7 +20,8 @@ used less of, and reports print it.
 """
 from __future__ import annotations
 
-from .config import AttackConfig
+from ..attacks import AutoAttackSettings, AttackSettings, BPDASettings, PGDSettings, StAdvSettings
+from ..attacks.base import reductions
 
 PROTOCOLS = ("diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim", "pei")
 EPS = {"cifar10": {"linf": 8 / 255, "l2": 0.5}, "cifar100": {"linf": 8 / 255, "l2": 0.5},
@@ -29,62 +30,31 @@ EPS = {"cifar10": {"linf": 8 / 255, "l2": 0.5}, "cifar100": {"linf": 8 / 255, "l
 PAPER_STEP_FRACTION = 0.007 / (8 / 255)     # the papers' step 0.007 at ε = 8/255
 
 
-def _autoattack_pair(eps: float, norm: str, steps: int = 100) -> list[AttackConfig]:
-    return [AttackConfig(name="autoattack", version="standard", eps=eps, norm=norm, steps=steps),
-            AttackConfig(name="autoattack", version="rand", eps=eps, norm=norm, steps=steps)]
+def _autoattack_pair(eps: float, norm: str, steps: int = 100) -> list[AttackSettings]:
+    return [AutoAttackSettings(version=version, eps=eps, norm=norm, steps=steps)
+            for version in ("standard", "rand")]
 
 
-def protocol_attacks(protocol: str, dataset: str) -> list[AttackConfig]:
+def protocol_attacks(protocol: str, dataset: str) -> list[AttackSettings]:
     """The attacks of ``protocol`` at ``dataset``'s budgets, at full (paper) strength."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol: expected one of {', '.join(PROTOCOLS)}, found {protocol!r}")
     eps = EPS[dataset]["linf"]
     step = PAPER_STEP_FRACTION * eps
-    pgd200 = AttackConfig(name="pgd", eps=eps, steps=200, step_size=step, eot=20)
+    pgd200 = PGDSettings(eps=eps, steps=200, step_size=step, eot=20)
     if protocol == "diffpure":
-        return _autoattack_pair(eps, "linf") + [AttackConfig(
-            name="bpda", eps=eps, steps=50, step_size=eps / 4, eot=15, random_init=False)]
+        return _autoattack_pair(eps, "linf") + [BPDASettings(
+            eps=eps, steps=50, step_size=eps / 4, eot=15, random_init=False)]
     if protocol == "diffpure-l2":
         return _autoattack_pair(EPS[dataset]["l2"], "l2")
     if protocol == "diffpure-stadv":
-        return [AttackConfig(name="stadv", bound=0.05, steps=100, lr=0.01, eot=20)]
+        return [StAdvSettings(bound=0.05, steps=100, lr=0.01, eot=20)]
     if protocol == "coup":
-        return _autoattack_pair(eps, "linf") + [
-            AttackConfig(name="bpda", eps=eps, steps=20, step_size=step)]
+        return _autoattack_pair(eps, "linf") + [BPDASettings(eps=eps, steps=20, step_size=step)]
     if protocol in ("agdm", "leekim"):
         return [pgd200]
-    return [pgd200, AttackConfig(name="bpda", eps=eps, steps=100, step_size=step, eot=20)] + \
+    return [pgd200, BPDASettings(eps=eps, steps=100, step_size=step, eot=20)] + \
         _autoattack_pair(eps, "linf")
 
 
-def capped(attack: AttackConfig, max_steps: int | None, max_eot: int | None,
-           max_queries: int | None = None) -> AttackConfig:
-    """``attack`` with its steps, EOT count and Square queries cut to the caps (step sizes
-    kept)."""
-    update = {}
-    queries = attack.queries or 5000
-    uses_square = attack.name == "square" or (attack.name == "autoattack"
-                                              and attack.version != "rand")
-    if max_queries is not None and uses_square and queries > max_queries:
-        update["queries"] = max_queries
-    if max_steps is not None and attack.steps > max_steps:
-        update["steps"] = max_steps
-    if max_eot is not None and attack.eot_copies() > max_eot:
-        update["eot"] = max_eot
-    return attack.model_copy(update=update)
-
-
-def reductions(full: list[AttackConfig], used: list[AttackConfig]) -> list[str]:
-    """'autoattack-linf(rand, …): 20 of 100 steps, EOT 4 of 20' for every reduced attack."""
-    lines = []
-    for a, b in zip(full, used):
-        cuts = []
-        if b.steps < a.steps:
-            cuts.append(f"{b.steps} of {a.steps} steps")
-        if b.eot_copies() < a.eot_copies():
-            cuts.append(f"EOT {b.eot_copies()} of {a.eot_copies()}")
-        if (b.queries or 5000) < (a.queries or 5000):
-            cuts.append(f"{b.queries} of {a.queries or 5000} Square queries")
-        if cuts:
-            lines.append(f"{a.key()}: {', '.join(cuts)}")
-    return lines
+__all__ = ["EPS", "PROTOCOLS", "protocol_attacks", "reductions"]

@@ -1,8 +1,21 @@
-"""Purifiers: nn.Modules mapping [0, 1] images to purified [0, 1] images."""
-from .agdm import AGDM
-from .coup import COUP, COUP_PRESETS, coup_settings
-from .diffpure import DiffPure
-from .hetero import HeteroPure
+"""Purifiers: nn.Modules mapping [0, 1] images to purified [0, 1] images, each with its typed
+settings, registered in ``PURIFIERS`` (the ``defense`` of an evaluation config)."""
+from ..settings import registry
+from .agdm import AGDM, AGDMSettings
+from .base import DefenseSettings, Models, NoDefense, PurifierSettings
+from .coup import COUP, COUP_PRESETS, COUPSettings
+from .diffpure import DiffPure, DiffPureSettings
+from .hetero import HeteroPure, HeteroSettings
 from .resized import Resized
 
-__all__ = ["AGDM", "COUP", "COUP_PRESETS", "DiffPure", "HeteroPure", "Resized", "coup_settings"]
+PURIFIERS: dict[str, type[DefenseSettings]] = registry(   # name -> settings; one line each
+    NoDefense,
+    DiffPureSettings,
+    COUPSettings,
+    AGDMSettings,
+    HeteroSettings,
+)
+
+__all__ = ["AGDM", "AGDMSettings", "COUP", "COUPSettings", "COUP_PRESETS", "DefenseSettings",
+           "DiffPure", "DiffPureSettings", "HeteroPure", "HeteroSettings", "Models",
+           "NoDefense", "PURIFIERS", "PurifierSettings", "Resized"]

@@ -5,17 +5,60 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_images, check_positive
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat
+
+from .._checks import check_images
 from ..diffusion import (DiscreteSchedule, EpsModel, NoiseSource, VPSchedule, add_noise,
                          as_noise_source, ddpm, reverse_sde)
 from ..diffusion.ddpm import DDPM_VARIANCES
 from ..diffusion.samplers import Callback
 from ..guidance import GUIDANCE_GRADS, FromCentered, GuidedEps
 from ..guidance.robust import DISTANCES, LABEL_SOURCES, RobustGuidance
+from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
 from .diffpure import schedule_for
 
 AGDM_FORMS = ("discrete", "continuous")
-DEFAULT_T_STAR = 0.07     # AGDM: t* = 70 of 1000 levels
+
+
+class AGDMSettings(PurifierSettings):
+    """AGDM's options (Algorithm 1 and Eq. 18; the paper's t* = 70 of 1000 levels, s = 1)."""
+
+    name: Literal["agdm"] = "agdm"
+    t_star: float = Field(0.07, gt=0.0, le=1.0, description="diffusion time t* (level "
+                          "1000·t* in the discrete form)")
+    form: Literal[AGDM_FORMS] = Field("discrete", description="discrete (Algorithm 1, DDPM) | "
+                                      "continuous (Eq. 18, VP-SDE)")
+    guidance_scale: NonNegativeFloat = Field(1.0, description="s of the robust guidance (0: "
+                                             "unguided)")
+    guidance_classifier: str = Field("builtin:digits-guidance", description="spec of the "
+                                     "robust classifier φ (train one with `advpure train "
+                                     "guidance`; the default is digits')")
+    guidance_distance: Literal[DISTANCES] = Field("kl", description="D between softmax "
+                                                  "outputs: " + " | ".join(DISTANCES))
+    guidance_label: Literal[LABEL_SOURCES] = Field("input", description="ŷ from φ on the "
+                                                   "input | on the state x_t")
+    guidance_grad: Literal[GUIDANCE_GRADS] = Field("second_order", description="what attacks "
+                                                   "differentiate through the guidance: "
+                                                   "second_order | first_order (a constant)")
+    ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="discrete form: "
+                                                   "the step's variance, posterior β̃ | beta β")
+
+    def runs_continuous_time(self) -> bool:
+        return self.form == "continuous"
+
+    def describe_options(self) -> list[str]:
+        parts = [f"t*={self.t_star:g}", f"s={self.guidance_scale:g}", f"dt={self.dt:g}"]
+        shown = {"form": "form", "guidance_distance": "D", "guidance_label": "ŷ from",
+                 "ddpm_variance": "variance"}
+        parts += [f"{shown[k]}={v}" for k, v in self.changed().items() if k in shown]
+        if self.guidance_grad == "first_order":
+            parts.append("first-order guidance gradient")
+        return parts + [f"φ={self.guidance_classifier}"]
+
+    def build(self, models: Models) -> AGDM:
+        return AGDM(models.eps, models.load_classifier(self.guidance_classifier), self)
 
 
 class AGDM(nn.Module):
@@ -34,29 +77,26 @@ class AGDM(nn.Module):
     s = 0 is plain DDPM (or reverse-SDE) purification. ``guidance_grad``: second_order
     differentiates both guidance terms in backward (x_t and x' through p'), first_order treats the
     guidance as a constant.
+
+    Options: ``settings`` (an ``AGDMSettings``) or its fields as keywords; φ is ``classifier``.
     """
 
-    def __init__(self, model: EpsModel, classifier: nn.Module, t_star: float | None = None,
-                 dt: float = 1e-3, schedule: VPSchedule | DiscreteSchedule | None = None, *,
-                 form: str = "discrete", guidance_scale: float = 1.0,
-                 guidance_distance: str = "kl", guidance_label: str = "input",
-                 guidance_grad: str = "second_order",
-                 ddpm_variance: str = "posterior"):
+    def __init__(self, model: EpsModel, classifier: nn.Module,
+                 settings: AGDMSettings | None = None, *,
+                 schedule: VPSchedule | DiscreteSchedule | None = None, **options):
         super().__init__()
-        self.form = check_choice(form, AGDM_FORMS, "AGDM form")     # discrete | continuous
-        self.t_star = agdm_t_star(t_star)                         # 0.07 = level 70
-        self.dt = check_positive(dt, "AGDM dt")                   # 1e-3: every level
-        self.schedule = schedule_for(form, schedule, f"AGDM: the {form} form")   # time = form
-        self.guidance_scale = _check_scale(guidance_scale)        # s (paper: 1)
-        self.ddpm_variance = check_choice(ddpm_variance, DDPM_VARIANCES, "ddpm_variance")
+        s = self.settings = module_settings(AGDMSettings, settings, options)
+        self.form = s.form                                        # discrete | continuous
+        self.t_star = s.t_star                                    # 0.07 = level 70
+        self.dt = s.dt                                            # 1e-3: every level
+        self.schedule = schedule_for(s.form, schedule, f"AGDM: the {s.form} form")  # time = form
+        self.guidance_scale = s.guidance_scale                    # s (paper: 1)
+        self.ddpm_variance = s.ddpm_variance
         self.model = model                                        # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier                              # φ: [0, 1] images -> logits
-        self.guidance = RobustGuidance(
-            FromCentered(classifier),
-            check_choice(guidance_distance, DISTANCES, "guidance_distance"),
-            check_choice(guidance_label, LABEL_SOURCES, "guidance_label"),
-            second_order=check_choice(guidance_grad, GUIDANCE_GRADS, "guidance_grad")
-            == "second_order")
+        self.guidance = RobustGuidance(FromCentered(classifier), s.guidance_distance,
+                                       s.guidance_label,
+                                       second_order=s.guidance_grad == "second_order")
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
                 gradient: str = "exact", callback: Callback | None = None) -> torch.Tensor:
@@ -66,7 +106,7 @@ class AGDM(nn.Module):
         noise = as_noise_source(noise, x)
         t_star = self.schedule.snap(torch.tensor(self.t_star)) if self.form == "discrete" \
             else torch.tensor(self.t_star, dtype=torch.float64)
-        x_t = add_noise(2.0 * x - 1.0, t_star, noise.randn_like(x), self.schedule)   # Eq. 7
+        x_t = add_noise(to_centered(x), t_star, noise.randn_like(x), self.schedule)   # Eq. 7
         run = dict(t_start=float(t_star), dt=self.dt, noise=noise, gradient=gradient,
                    callback=callback, context=self._reference(x))
         guided = self.guidance_scale > 0
@@ -78,7 +118,7 @@ class AGDM(nn.Module):
             model = GuidedEps(self.model, self.guidance, self.schedule, self.guidance_scale) \
                 if guided else self.model
             x_0 = reverse_sde(model, x_t, self.schedule, **run)
-        return ((x_0 + 1.0) / 2.0).clamp(0.0, 1.0)
+        return from_centered(x_0)
 
     def _reference(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(p', ŷ): φ's softmax prediction on the input (differentiable) and its label — the
@@ -91,17 +131,4 @@ class AGDM(nn.Module):
     def extra_repr(self) -> str:
         return (f"form={self.form}, t_star={self.t_star}, dt={self.dt}, "
                 f"guidance_scale={self.guidance_scale}, ddpm_variance={self.ddpm_variance}")
-
-
-def agdm_t_star(t_star: float | None) -> float:
-    t_star = DEFAULT_T_STAR if t_star is None else float(t_star)
-    if not 0.0 < t_star <= 1.0:
-        raise ValueError(f"AGDM: expected 0 < t_star <= 1, found {t_star}")
-    return t_star
-
-
-def _check_scale(scale: float) -> float:
-    if not scale >= 0.0:
-        raise ValueError(f"AGDM: expected guidance_scale (s) >= 0, found {scale}")
-    return float(scale)
 

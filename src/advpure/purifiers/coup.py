@@ -4,15 +4,64 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_images, check_positive
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, model_validator
+
+from .._checks import check_images
 from ..diffusion import EpsModel, NoiseSource, VPSchedule, add_noise, as_noise_source, reverse_sde
 from ..diffusion.samplers import Callback
 from ..guidance import GUIDANCE_GRADS, ConfidenceGuidance, FromCentered, GuidedEps
+from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
 
 COUP_PRESETS: dict[str, dict[str, float]] = {   # the paper's settings (COUP §5.1)
     "linf": {"t_star": 0.1, "guidance_scale": 1.0},
     "l2": {"t_star": 0.075, "guidance_scale": 1.0},
 }
+
+
+class COUPSettings(PurifierSettings):
+    """COUP's options. ``preset`` fills t* and λ where they are not given (``linf``: the
+    defaults; ``l2``: t* = 0.075)."""
+
+    name: Literal["coup"] = "coup"
+    preset: Literal[tuple(COUP_PRESETS)] = Field("linf", description="the paper's setting: "
+                                                 "linf (t* 0.1, λ 1) | l2 (t* 0.075, λ 1); "
+                                                 "fills t_star and guidance_scale not given")
+    t_star: float = Field(COUP_PRESETS["linf"]["t_star"], gt=0.0, le=1.0,
+                          description="start time t* of the guided reverse SDE")
+    guidance_scale: NonNegativeFloat = Field(COUP_PRESETS["linf"]["guidance_scale"],
+                                             description="λ of the confidence guidance "
+                                             "(0: COUP w/o guidance)")
+    guidance_grad: Literal[GUIDANCE_GRADS] = Field("second_order", description="what attacks "
+                                                   "differentiate through the guidance: "
+                                                   "second_order | first_order (a constant)")
+    guidance_classifier: str | None = Field(None, description="classifier spec of the "
+                                            "guidance (None: the defended classifier)")
+    forward_noise: bool = Field(False, description="diffuse to t* first as DiffPure does (not "
+                                "in the paper)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data):
+        if isinstance(data, dict) and data.get("preset") in COUP_PRESETS:
+            data = COUP_PRESETS[data["preset"]] | {k: v for k, v in data.items() if v is not None}
+        return data
+
+    def describe_options(self) -> list[str]:
+        parts = [f"t*={self.t_star:g}", f"λ={self.guidance_scale:g}", f"dt={self.dt:g}"]
+        if self.forward_noise:
+            parts.append("forward noise")
+        if self.guidance_grad == "first_order":
+            parts.append("first-order guidance gradient")
+        if self.guidance_classifier is not None:
+            parts.append(f"guided by {self.guidance_classifier}")
+        return parts
+
+    def build(self, models: Models) -> COUP:
+        guide = models.classifier if self.guidance_classifier is None else \
+            models.load_classifier(self.guidance_classifier)
+        return COUP(models.eps, guide, self)
 
 
 class COUP(nn.Module):
@@ -29,20 +78,22 @@ class COUP(nn.Module):
     comparison only: the paper does not evaluate that combination. ``guidance_grad``:
     ``second_order`` differentiates the guidance gradient in backward (COUP's augmented SDE),
     ``first_order`` treats it as a constant (what the authors' code's attacks saw).
-    ``preset`` ("linf": t* = 0.1, λ = 1; "l2": t* = 0.075, λ = 1) fills the values not given.
+
+    Options: ``settings`` (a ``COUPSettings``) or its fields as keywords; the guidance
+    classifier is ``classifier`` itself.
     """
 
-    def __init__(self, model: EpsModel, classifier: nn.Module, t_star: float | None = None,
-                 guidance_scale: float | None = None, dt: float = 1e-3,
-                 schedule: VPSchedule | None = None, *, forward_noise: bool = False,
-                 guidance_grad: str = "second_order", preset: str = "linf"):
+    def __init__(self, model: EpsModel, classifier: nn.Module,
+                 settings: COUPSettings | None = None, *, schedule: VPSchedule | None = None,
+                 **options):
         super().__init__()
-        self.preset = preset                                 # fills t_star, guidance_scale
-        self.t_star, self.guidance_scale = coup_settings(t_star, guidance_scale, preset)
-        self.dt = check_positive(dt, "COUP dt")              # Euler–Maruyama step (paper: 1e-3)
+        s = self.settings = module_settings(COUPSettings, settings, options)
+        self.preset = s.preset                               # filled t_star, guidance_scale
+        self.t_star, self.guidance_scale = s.t_star, s.guidance_scale
+        self.dt = s.dt                                       # Euler–Maruyama step (paper: 1e-3)
         self.schedule = VPSchedule() if schedule is None else schedule
-        self.forward_noise = bool(forward_noise)             # DiffPure's forward noising first
-        self.guidance_grad = check_choice(guidance_grad, GUIDANCE_GRADS, "guidance_grad")
+        self.forward_noise = s.forward_noise                 # DiffPure's forward noising first
+        self.guidance_grad = s.guidance_grad
         self.model = model                                   # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier                         # [0, 1] images -> logits
         self.guided = self._guided_model()                   # eps of the guided score
@@ -60,26 +111,14 @@ class COUP(nn.Module):
         | adjoint); ``callback(i, t, x_t)`` sees every state, x_t in [−1, 1]."""
         check_images(x)
         noise = as_noise_source(noise, x)
-        x_t = 2.0 * x - 1.0
+        x_t = to_centered(x)
         if self.forward_noise:
             x_t = add_noise(x_t, self.t_star, noise.randn_like(x_t), self.schedule)
         x_0 = reverse_sde(self.guided, x_t, self.schedule, t_start=self.t_star, dt=self.dt,
                           noise=noise, gradient=gradient, callback=callback)
-        return ((x_0 + 1.0) / 2.0).clamp(0.0, 1.0)
+        return from_centered(x_0)
 
     def extra_repr(self) -> str:
         return (f"t_star={self.t_star}, guidance_scale={self.guidance_scale}, dt={self.dt}, "
                 f"forward_noise={self.forward_noise}, guidance_grad={self.guidance_grad}")
 
-
-def coup_settings(t_star: float | None, guidance_scale: float | None,
-                  preset: str | None = "linf") -> tuple[float, float]:
-    """(t*, λ): the values given, the preset's where None; checked."""
-    defaults = COUP_PRESETS[check_choice(preset or "linf", tuple(COUP_PRESETS), "COUP preset")]
-    t_star = float(defaults["t_star"] if t_star is None else t_star)
-    scale = float(defaults["guidance_scale"] if guidance_scale is None else guidance_scale)
-    if not 0.0 < t_star <= 1.0:
-        raise ValueError(f"COUP: expected 0 < t_star <= 1, found {t_star}")
-    if not scale >= 0.0:
-        raise ValueError(f"COUP: expected guidance_scale (λ) >= 0, found {scale}")
-    return t_star, scale

@@ -4,12 +4,84 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_images, check_positive
-from ..diffusion import (SAMPLERS, DiscreteSchedule, EpsModel, NoiseSource, VPSchedule, add_noise,
-                         as_noise_source, sampler_options, uniform_like)
-from ..diffusion.ddpm import DDPM_VARIANCES
+from typing import Literal
 
-DEFAULT_T_STAR = 0.1    # DiffPure's CIFAR-10 setting
+from pydantic import Field, NonNegativeFloat, PositiveFloat, model_serializer, model_validator
+
+from .._checks import check_images
+from ..diffusion import (SAMPLERS, DiscreteSchedule, EpsModel, NoiseSource, VPSchedule, add_noise,
+                         as_noise_source, uniform_like)
+from ..diffusion.catalog import SAMPLER_OPTIONS
+from ..diffusion.ddpm import DDPM_VARIANCES
+from ..diffusion.samplers import Callback
+from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
+
+
+class DiffPureSettings(PurifierSettings):
+    """DiffPure's options; a sampler's own options (``ddim_eta``, ``ld_*``, ``ddpm_variance``)
+    belong to that sampler, and setting one for another sampler is an error."""
+
+    name: Literal["diffpure"] = "diffpure"
+    sampler: Literal[tuple(SAMPLERS)] = Field("sde", description="reverse process: "
+                                              + " | ".join(SAMPLERS))
+    t_star: float = Field(0.1, gt=0.0, le=1.0, description="diffusion time t* (DiffPure's "
+                          "CIFAR-10 setting); ddpm/ddim: level 1000·t*; ld has none")
+    t_star_delta: NonNegativeFloat = Field(0.0, description="randomized t*: uniform on t* ± Δ, "
+                                           "per image (App. C.4)")
+    ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="ddpm: the step's "
+                                                   "variance, posterior β̃ | beta β")
+    ddim_eta: NonNegativeFloat = Field(0.0, description="ddim: η (0: deterministic)")
+    ld_sigma2: PositiveFloat = Field(100.0, description="ld: σ² of the Langevin noise (Eq. 26)")
+    ld_lambda: PositiveFloat = Field(0.1, description="ld: λ, the Langevin step weight (Eq. 26)")
+    ld_eta: NonNegativeFloat = Field(1.0, description="ld: η (Eq. 26)")
+    ld_score_t: PositiveFloat = Field(1e-3, description="ld: the time at which the score "
+                                      "'at 0' is taken")
+
+    def unused_options(self) -> set[str]:
+        """The options the sampler does not take: other samplers' (and t*, Δ for ld)."""
+        unused = {k for k, sampler in SAMPLER_OPTIONS.items() if sampler != self.sampler}
+        return unused | (set() if SAMPLERS[self.sampler].uses_t_star else
+                         {"t_star", "t_star_delta"})
+
+    @model_validator(mode="after")
+    def _options_of_the_sampler(self):
+        stray = sorted(self.model_fields_set & self.unused_options())
+        own = ", ".join(SAMPLERS[self.sampler].options) or "none"
+        if any(k in SAMPLER_OPTIONS for k in stray):
+            found = ", ".join(f"{k}={getattr(self, k)!r} (sampler {SAMPLER_OPTIONS[k]!r})"
+                              for k in stray if k in SAMPLER_OPTIONS)
+            raise ValueError(f"sampler {self.sampler!r} takes options {own}, found {found}")
+        if stray:
+            raise ValueError(f"sampler {self.sampler!r} has no t* (no forward noising); found "
+                             + ", ".join(f"{k}={getattr(self, k)}" for k in stray))
+        delta = self.t_star_delta
+        if SAMPLERS[self.sampler].uses_t_star and not delta < self.t_star <= 1.0 - delta:
+            raise ValueError("DiffPure: expected 0 <= t_star_delta < t_star <= 1 - "
+                             f"t_star_delta, found t_star={self.t_star}, t_star_delta={delta}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_options(self, handler):
+        return {k: v for k, v in handler(self).items() if k not in self.unused_options()}
+
+    def runs_continuous_time(self) -> bool:
+        return SAMPLERS[self.sampler].time == "continuous"
+
+    def label(self) -> str:
+        return "diffpure" if self.sampler == "sde" else f"diffpure-{self.sampler}"
+
+    def describe_options(self) -> list[str]:
+        parts = []
+        if SAMPLERS[self.sampler].uses_t_star:
+            delta = f"±{self.t_star_delta:g}" if self.t_star_delta else ""
+            parts.append(f"t*={self.t_star:g}{delta}")
+        parts.append(f"dt={self.dt:g}")
+        own = {k: v for k, v in self.changed().items() if k in SAMPLER_OPTIONS}
+        return parts + [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in own.items()]
+
+    def build(self, models: Models) -> DiffPure:
+        return DiffPure(models.eps, self)
 
 
 class DiffPure(nn.Module):
@@ -29,50 +101,48 @@ class DiffPure(nn.Module):
     ``t_star_delta`` = Δ > 0 draws t* per sample uniformly from [t* − Δ, t* + Δ] (App. C.4):
     the samples share one grid from t* + Δ and each joins it when the grid reaches its own t*.
     Gradients flow through every step (no ``torch.no_grad`` anywhere).
+
+    Options: ``settings`` (a ``DiffPureSettings``) or its fields as keywords, e.g.
+    ``DiffPure(model, t_star=0.1, dt=1e-3, sampler="ddpm")``.
     """
 
-    def __init__(self, model: EpsModel, t_star: float | None = None, dt: float = 1e-3,
-                 schedule: VPSchedule | DiscreteSchedule | None = None, sampler: str = "sde", *,
-                 t_star_delta: float = 0.0, ddpm_variance: str | None = None,
-                 ddim_eta: float | None = None, ld_sigma2: float | None = None,
-                 ld_lambda: float | None = None, ld_eta: float | None = None,
-                 ld_score_t: float | None = None):
+    def __init__(self, model: EpsModel, settings: DiffPureSettings | None = None, *,
+                 schedule: VPSchedule | DiscreteSchedule | None = None, **options):
         super().__init__()
-        self.sampler = check_choice(sampler, tuple(SAMPLERS), "sampler")  # sde|ode|ld|ddpm|ddim
-        spec = SAMPLERS[sampler]
+        s = self.settings = module_settings(DiffPureSettings, settings, options)
+        spec = SAMPLERS[s.sampler]
         self.model = model                                  # eps(x_t, t), x_t in [−1, 1]
-        self.t_star = resolve_t_star(sampler, t_star, t_star_delta)  # diffusion time (paper: 0.1)
-        self.t_star_delta = float(t_star_delta)             # Δ of randomized t* (0: fixed)
-        self.dt = check_positive(dt, "DiffPure dt")         # step (paper: 1e-3)
+        self.sampler = s.sampler                            # sde | ode | ld | ddpm | ddim
+        self.t_star = s.t_star if spec.uses_t_star else None  # diffusion time (paper: 0.1)
+        self.t_star_delta = s.t_star_delta                  # Δ of randomized t* (0: fixed)
+        self.dt = s.dt                                      # step (paper: 1e-3)
         self.schedule = schedule_for(spec.time, schedule,   # VP (β 0.1..20) or DDPM (1e-4..0.02)
                                      f"DiffPure: a {spec.time}-time sampler")
-        self.options = sampler_options(sampler, dict(       # the sampler's own keywords
-            ddpm_variance=ddpm_variance, ddim_eta=ddim_eta, ld_sigma2=ld_sigma2,
-            ld_lambda=ld_lambda, ld_eta=ld_eta, ld_score_t=ld_score_t))
-        if sampler == "ddpm":
-            check_choice(self.options["variance"], DDPM_VARIANCES, "ddpm_variance")
+        self.options = {keyword: getattr(s, name)           # the sampler function's keywords
+                        for name, keyword in spec.options.items()}
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
-                gradient: str = "exact") -> torch.Tensor:
+                gradient: str = "exact", callback: Callback | None = None) -> torch.Tensor:
         """Purify ``x`` (N×C×H×W in [0, 1]); ``noise`` is a generator or a per-sample source.
 
         ``gradient`` is the solver-level gradient mode: exact | checkpoint | adjoint (the
-        continuous-time samplers only).
+        continuous-time samplers only); ``callback(i, t, x_t)`` sees every state, x_t in
+        [−1, 1].
         """
         check_images(x)
         noise = as_noise_source(noise, x)
         spec = SAMPLERS[self.sampler]
-        x_centered = 2.0 * x - 1.0
+        x_centered = to_centered(x)
+        run = dict(dt=self.dt, noise=noise, gradient=gradient, callback=callback, **self.options)
         if not spec.uses_t_star:
-            x_0 = spec.run(self.model, x_centered, self.schedule, dt=self.dt, noise=noise,
-                           gradient=gradient, **self.options)
+            x_0 = spec.run(self.model, x_centered, self.schedule, **run)
         else:
             t_stars = self.draw_t_stars(noise, x)
             x_t = add_noise(x_centered, t_stars, noise.randn_like(x_centered), self.schedule)
             starts = t_stars if self.t_star_delta > 0 else None
-            x_0 = spec.run(self.model, x_t, self.schedule, t_start=self.grid_start, dt=self.dt,
-                           noise=noise, gradient=gradient, starts=starts, **self.options)
-        return ((x_0 + 1.0) / 2.0).clamp(0.0, 1.0)
+            x_0 = spec.run(self.model, x_t, self.schedule, t_start=self.grid_start,
+                           starts=starts, **run)
+        return from_centered(x_0)
 
     @property
     def grid_start(self) -> float:
@@ -99,20 +169,6 @@ class DiffPure(nn.Module):
             where = f", t_star={self.t_star}"
         options = "".join(f", {k}={v}" for k, v in self.options.items())
         return f"sampler={self.sampler}{where}, dt={self.dt}{options}, schedule={self.schedule}"
-
-
-def resolve_t_star(sampler: str, t_star: float | None, delta: float) -> float | None:
-    """t* (default 0.1), checked so that [t* − Δ, t* + Δ] lies in (0, 1]; None for LD-SDE."""
-    if not SAMPLERS[sampler].uses_t_star:
-        if t_star is not None or delta:
-            raise ValueError(f"sampler {sampler!r} has no t* (no forward noising); found "
-                             f"t_star={t_star}, t_star_delta={delta}")
-        return None
-    t_star = DEFAULT_T_STAR if t_star is None else float(t_star)
-    if not 0.0 <= delta < t_star <= 1.0 - delta:
-        raise ValueError("DiffPure: expected 0 <= t_star_delta < t_star <= 1 - t_star_delta, "
-                         f"found t_star={t_star}, t_star_delta={delta}")
-    return t_star
 
 
 def schedule_for(time: str, schedule: VPSchedule | DiscreteSchedule | None, who: str):

@@ -3,20 +3,75 @@ Integration for Diffusion-based Adversarial Purification"): strong noise where t
 looks, weak noise elsewhere, and an inpainting-style two-stage reverse process."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_images, check_positive
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from .._checks import check_images
 from ..attention import DEFAULT_TAU, NORMALISATIONS, attention_mask
 from ..diffusion import DiscreteSchedule, EpsModel, NoiseSource, add_noise, as_noise_source
 from ..diffusion.ddpm import DDPM_VARIANCES, ddim_step, ddpm_step
 from ..diffusion.samplers import Callback, Step, run_steps
+from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
 
 RESAMPLINGS = ("single", "repaint", "none")
 RESAMPLE_STAGES = ("stage1", "all")
-DEFAULT_T_LARGE, DEFAULT_T_SMALL = 0.2, 0.05
+
+
+class HeteroSettings(PurifierSettings):
+    """The heterogeneous-noise purifier's options (Pei et al.: t_l = 0.2, t_s = 0.05, τ = 0.8,
+    single-step resampling with U = 10)."""
+
+    name: Literal["hetero"] = "hetero"
+    t_large: float = Field(0.2, gt=0.0, le=1.0, description="t_l, the noise inside the "
+                           "attention mask")
+    t_small: float = Field(0.05, gt=0.0, le=1.0, description="t_s, the noise outside it")
+    tau: float = Field(DEFAULT_TAU, ge=0.0, lt=1.0, description="mask threshold τ on the "
+                       "normalised attention maps")
+    mask_blocks: tuple[str, ...] | None = Field(None, description="classifier module names "
+                                                "whose outputs make the mask (None: the "
+                                                "architecture's blocks)")
+    mask_normalisation: Literal[NORMALISATIONS] = Field("minmax", description="minmax (the "
+                                                        "authors' code) | softmax (the paper's "
+                                                        "φ; empty masks at τ = 0.8)")
+    resampling: Literal[RESAMPLINGS] = Field("single", description="single (Eq. 11) | repaint "
+                                             "(U-step) | none")
+    resample_jumps: PositiveInt = Field(10, description="U of the resampling")
+    resample_stage: Literal[RESAMPLE_STAGES] = Field("stage1", description="resample in stage1 "
+                                                     "| at all steps")
+    ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="the DDPM steps' "
+                                                   "variance, posterior β̃ | beta β")
+
+    continuous_time = False
+
+    @model_validator(mode="after")
+    def _times_ordered(self):
+        if not self.t_small <= self.t_large:
+            raise ValueError(f"HeteroPure: expected 0 < t_small <= t_large <= 1, found t_small="
+                             f"{self.t_small}, t_large={self.t_large}")
+        return self
+
+    def describe_options(self) -> list[str]:
+        parts = [f"t_l={self.t_large:g}", f"t_s={self.t_small:g}", f"τ={self.tau:g}",
+                 f"dt={self.dt:g}"]
+        changed = self.changed()
+        if self.resampling == "none":
+            parts.append("no resampling")
+        elif "resampling" in changed or "resample_jumps" in changed:
+            parts.append(f"resampling={self.resampling}, U={self.resample_jumps}")
+        shown = {"resample_stage": "resample", "mask_normalisation": "mask",
+                 "ddpm_variance": "variance"}
+        parts += [f"{shown[k]}={v}" for k, v in changed.items() if k in shown]
+        if self.mask_blocks is not None:
+            parts.append(f"blocks={','.join(self.mask_blocks)}")
+        return parts
+
+    def build(self, models: Models) -> HeteroPure:
+        return HeteroPure(models.eps, models.classifier, self)
 
 
 class HeteroPure(nn.Module):
@@ -38,29 +93,28 @@ class HeteroPure(nn.Module):
       the re-noised input.
 
     Time is the discrete DDPM schedule (levels round(1000·t)); ``dt`` respaces both stages.
+    Options: ``settings`` (a ``HeteroSettings``) or its fields as keywords; the mask comes from
+    ``classifier``.
     """
 
-    def __init__(self, model: EpsModel, classifier: nn.Module, t_large: float | None = None,
-                 t_small: float | None = None, tau: float = DEFAULT_TAU, dt: float = 1e-3,
-                 schedule: DiscreteSchedule | None = None, *,
-                 mask_blocks: Sequence[str] | None = None, mask_normalisation: str = "minmax",
-                 resampling: str = "single", resample_jumps: int = 10,
-                 resample_stage: str = "stage1", ddpm_variance: str = "posterior"):
+    def __init__(self, model: EpsModel, classifier: nn.Module,
+                 settings: HeteroSettings | None = None, *,
+                 schedule: DiscreteSchedule | None = None, **options):
         super().__init__()
-        self.t_large, self.t_small = hetero_times(t_large, t_small)    # t_l = 0.2, t_s = 0.05
-        self.tau = _check_tau(tau)                                      # τ = 0.8
-        self.dt = check_positive(dt, "HeteroPure dt")                   # 1e-3: every level
+        s = self.settings = module_settings(HeteroSettings, settings, options)
+        self.t_large, self.t_small = s.t_large, s.t_small              # t_l, t_s
+        self.tau = s.tau                                                # τ
+        self.dt = s.dt                                                  # 1e-3: every level
         self.schedule = schedule if schedule is not None else DiscreteSchedule()
         if not isinstance(self.schedule, DiscreteSchedule):
             raise ValueError("HeteroPure: expected a DiscreteSchedule (DDPM steps), found "
                              f"{type(self.schedule).__name__}")
-        self.mask_blocks = None if mask_blocks is None else tuple(mask_blocks)
-        self.mask_normalisation = check_choice(mask_normalisation, NORMALISATIONS,
-                                               "mask_normalisation")
-        self.resampling = check_choice(resampling, RESAMPLINGS, "resampling")
-        self.resample_jumps = _check_jumps(resample_jumps)              # U = 10
-        self.resample_stage = check_choice(resample_stage, RESAMPLE_STAGES, "resample_stage")
-        self.ddpm_variance = check_choice(ddpm_variance, DDPM_VARIANCES, "ddpm_variance")
+        self.mask_blocks = s.mask_blocks
+        self.mask_normalisation = s.mask_normalisation
+        self.resampling = s.resampling
+        self.resample_jumps = s.resample_jumps                          # U
+        self.resample_stage = s.resample_stage
+        self.ddpm_variance = s.ddpm_variance
         self.model = model                  # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier        # the defended classifier: [0, 1] images -> logits
 
@@ -77,7 +131,7 @@ class HeteroPure(nn.Module):
         check_images(x)
         noise = as_noise_source(noise, x)
         mask = self.mask(x) if mask is None else mask.to(x)
-        x0 = 2.0 * x - 1.0
+        x0 = to_centered(x)
         x_t = self.heterogeneous_forward(x0, mask, noise.randn_like(x))
         levels = self.schedule
         stage1 = levels.grid(self.t_large, self.t_small, self.dt) \
@@ -92,7 +146,7 @@ class HeteroPure(nn.Module):
             x_t = run_steps(step, x_t, levels.grid(self.t_small, 0.0, self.dt),
                             MultiDraw(noise, draws), gradient=gradient,
                             callback=_shifted(callback, offset))
-        return ((x_t + 1.0) / 2.0).clamp(0.0, 1.0)
+        return from_centered(x_t)
 
     def heterogeneous_forward(self, x0: torch.Tensor, mask: torch.Tensor,
                               eps: torch.Tensor) -> torch.Tensor:
@@ -202,25 +256,3 @@ def _shifted(callback: Callback | None, offset: int) -> Callback | None:
         return None
     return lambda i, t, x: callback(i + offset, t, x)
 
-
-def hetero_times(t_large: float | None, t_small: float | None) -> tuple[float, float]:
-    """(t_l, t_s) with the paper's defaults 0.2, 0.05; requires 0 < t_s ≤ t_l ≤ 1."""
-    t_large = DEFAULT_T_LARGE if t_large is None else float(t_large)
-    t_small = DEFAULT_T_SMALL if t_small is None else float(t_small)
-    if not 0.0 < t_small <= t_large <= 1.0:
-        raise ValueError(f"HeteroPure: expected 0 < t_small <= t_large <= 1, found t_small="
-                         f"{t_small}, t_large={t_large}")
-    return t_large, t_small
-
-
-def _check_tau(tau: float) -> float:
-    if not 0.0 <= tau < 1.0:
-        raise ValueError(f"HeteroPure: expected a mask threshold 0 <= tau < 1, found {tau}")
-    return float(tau)
-
-
-def _check_jumps(jumps: int) -> int:
-    if not (isinstance(jumps, int) and jumps >= 1):
-        raise ValueError(f"HeteroPure: expected resample_jumps (U) a whole number >= 1, found "
-                         f"{jumps!r}")
-    return jumps

@@ -4,32 +4,30 @@ DiffPure Fig. 6), one run directory per value, resumable."""
 from __future__ import annotations
 
 import json
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import DefenseConfig, EvalConfig
-from .experiment import describe
-from .runner import run_evaluation
+from ..evaluation.config import EvalConfig, section_fields
+from ..evaluation.experiment import describe
+from ..evaluation.runner import run_evaluation
+from ..purifiers import PURIFIERS, NoDefense
+from ..settings import is_numeric
 from .report import pct, plot_accuracy_vs, write_run
 
-
-def _is_numeric(annotation) -> bool:
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return any(_is_numeric(a) for a in typing.get_args(annotation))
-    return annotation is float or typing.get_origin(annotation) is typing.Annotated and \
-        _is_numeric(typing.get_args(annotation)[0])
-
-
-# the purifier options a sweep can vary: the numeric fields of DefenseConfig, and the models
-NUMERIC_SWEEPABLE = tuple(name for name, info in DefenseConfig.model_fields.items()
-                          if _is_numeric(info.annotation))
 MODEL_SWEEPABLE = ("guidance_classifier", "diffusion")     # specs (AGDM Fig. 3c: one φ per λ)
 ATTACK_SWEEPABLE = ("eps", "eot", "steps")     # set on every attack (DiffPure Fig. 6: EOT)
-SWEEPABLE = NUMERIC_SWEEPABLE + MODEL_SWEEPABLE + ATTACK_SWEEPABLE
+
+
+def numeric_sweepable() -> tuple[str, ...]:
+    """The purifier options a sweep can vary: every float option of a registered purifier."""
+    return tuple(name for name, owners in section_fields(PURIFIERS).items()
+                 if any(is_numeric(info) for _, info in owners))
+
+
+def sweepable() -> tuple[str, ...]:
+    return numeric_sweepable() + MODEL_SWEEPABLE + ATTACK_SWEEPABLE
 
 
 def value_label(value: float | str) -> str:
@@ -84,9 +82,9 @@ def run_or_resume(cfg: EvalConfig, run_dir: Path, progress: bool = True, executo
 def run_sweep(base: EvalConfig, param: str, values: list[float] | list[str], out_dir: Path,
               baseline: bool = True, progress: bool = True, executor=None) -> Sweep:
     """Evaluate ``base`` with each value of ``defense.<param>``; writes sweep.md/json/png."""
-    if param not in SWEEPABLE:
+    if param not in sweepable():
         raise ValueError(f"sweep: expected a numeric purifier option or a model among "
-                         f"{', '.join(SWEEPABLE)}, found {param!r}")
+                         f"{', '.join(sweepable())}, found {param!r}")
     if not values:
         raise ValueError("sweep: expected at least one value, found none")
     if base.defense.name == "none" and param not in ATTACK_SWEEPABLE:
@@ -94,7 +92,7 @@ def run_sweep(base: EvalConfig, param: str, values: list[float] | list[str], out
     configs = [with_option(base, param, v) for v in values]     # all validated before any run
     summaries = [run_or_resume(cfg, out_dir / f"{param}={value_label(v)}", progress, executor)
                  for cfg, v in zip(configs, values)]
-    undefended = base.model_copy(update={"defense": DefenseConfig()})
+    undefended = base.model_copy(update={"defense": NoDefense()})
     baseline = baseline and base.defense.name != "none" and not any(
         a.name == "diffusion" for a in base.resolved_attacks())
     reference = run_or_resume(undefended, out_dir / "undefended", progress, executor) \

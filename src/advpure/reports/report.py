@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .config import EvalConfig
-from .experiment import describe, describe_defense
-from .results import EvalResult
-from .store import STORE_NAME, RecordStore
+from ..evaluation.config import EvalConfig
+from ..evaluation.experiment import describe
+from ..evaluation.results import EvalResult
+from ..evaluation.store import STORE_NAME, RecordStore
 
 
 def pct(stat: dict[str, float]) -> str:
@@ -58,7 +58,7 @@ def paper_rows(result: EvalResult) -> list[dict[str, str]]:
 
 def paper_table(result: EvalResult) -> str:
     rows = paper_rows(result)
-    lines = [f"| {describe_defense(result.config.defense)} | single draw | vote |",
+    lines = [f"| {result.config.defense.describe()} | single draw | vote |",
              "|---|---|---|"]
     lines += [f"| {r['accuracy']} | {r['single draw']} | {r['vote']} |" for r in rows]
     return "\n".join(lines)
@@ -125,7 +125,7 @@ def write_run(result: EvalResult, out_dir: Path) -> Path:
         writer = csv.DictWriter(f, fieldnames=["defense", "accuracy", "single draw", "vote"])
         writer.writeheader()
         for row in paper_rows(result):
-            writer.writerow({"defense": describe_defense(result.config.defense), **row})
+            writer.writerow({"defense": result.config.defense.describe(), **row})
     return out_dir
 
 

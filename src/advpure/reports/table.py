@@ -7,12 +7,12 @@ import csv
 import json
 from pathlib import Path
 
-from .config import DefenseConfig, EvalConfig
-from .experiment import describe_defense
+from ..evaluation.config import DefenseConfig, EvalConfig
+from ..purifiers import PurifierSettings
 from .report import ci, note_line, pct
 from .sweep import run_or_resume
 
-COMMON = ("diffusion", "dt", "gradient", "surrogate_dt", "ensemble", "ensemble_rule")
+COMMON = tuple(PurifierSettings.model_fields)     # what every purifier's settings have
 
 
 def table_configs(base: EvalConfig, names: list[str]) -> list[EvalConfig]:
@@ -27,7 +27,8 @@ def defense_for(base: EvalConfig, name: str) -> EvalConfig:
     """``base`` defended by purifier ``name`` at its defaults, keeping the common options."""
     if name == base.defense.name:
         return base
-    common = {f: getattr(base.defense, f) for f in COMMON} if name != "none" else {}
+    given = base.defense.model_dump()
+    common = {f: given[f] for f in COMMON if f in given} if name != "none" else {}
     return base.model_copy(update={"defense": DefenseConfig(name=name, **common)})
 
 
@@ -58,7 +59,7 @@ def _row(cfg: EvalConfig, summary: dict, attacks: list[str]) -> dict[str, str]:
         stat = accuracies[which]["single_draw"]
         return f"{pct(stat)} {ci(stat)}"
 
-    row = {"defense": describe_defense(cfg.defense), "standard": cell("standard")}
+    row = {"defense": cfg.defense.describe(), "standard": cell("standard")}
     row |= {a: cell(a) for a in attacks}
     rule = summary["autoattack_papers_rule"]
     if rule is not None:

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from .. import data
-from ..attacks import apgd
+from ..attacks import apgd_official
 from ..diffusion.samplers import NoNoise
 from ..models import load_classifier, load_diffusion
-from ..purifiers import COUP
+from ..purifiers import COUP, COUPSettings
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,9 @@ class CaseStudySettings:
     subset_seed: int = 0
     classifier: str = "builtin:digits-cnn"
     diffusion: str = "builtin:digits-unet"
-    t_star: float = 0.1
+    t_star: float = COUPSettings.default("t_star")
     dt: float = 1e-2                   # paper: 1e-3 (100 steps); 10 steps on the CPU
-    guidance_scale: float = 1.0        # λ of the guided path
+    guidance_scale: float = COUPSettings.default("guidance_scale")   # λ of the guided path
     eps: float = 0.1                   # ℓ∞ budget (CIFAR-10: 8/255); see the note below
     steps: int = 50                    # APGD-CE iterations
     seed: int = 0                      # APGD's seed
@@ -75,7 +75,7 @@ def run_case_study(settings: CaseStudySettings) -> dict:
     unguided = COUP(model, classifier, t_star=s.t_star, guidance_scale=0.0, dt=s.dt)
     guided = COUP(model, classifier, t_star=s.t_star, guidance_scale=s.guidance_scale, dt=s.dt)
     defense = NoiseFreeDefense(unguided, classifier)
-    x_adv = apgd(defense, x, y, eps=s.eps, norm="linf", steps=s.steps, loss="ce", seed=s.seed)
+    x_adv = apgd_official(defense, x, y, eps=s.eps, norm="linf", steps=s.steps, loss="ce", seed=s.seed)
     with torch.no_grad():
         clean_ok = defense(x).argmax(1) == y
         y_adv = defense(x_adv).argmax(1)

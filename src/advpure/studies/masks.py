@@ -11,7 +11,7 @@ from .. import data
 from ..attacks import pgd
 from ..attention import attention_maps, default_blocks
 from ..models import load_classifier, load_diffusion
-from ..purifiers import HeteroPure
+from ..purifiers import HeteroPure, HeteroSettings
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,9 @@ class MaskSettings:
     subset_seed: int = 0
     classifier: str = "builtin:digits-cnn"
     diffusion: str = "builtin:digits-unet"
-    t_large: float = 0.2
-    t_small: float = 0.05
-    tau: float = 0.8
+    t_large: float = HeteroSettings.default("t_large")
+    t_small: float = HeteroSettings.default("t_small")
+    tau: float = HeteroSettings.default("tau")
     dt: float = 1e-2
     eps: float = 0.0                    # > 0: PGD-20 on the bare classifier first (ℓ∞)
     seed: int = 0                       # purification noise
@@ -92,8 +92,8 @@ def run_masks(settings: MaskSettings, path: Path) -> Path:
     x, y = data.load(s.dataset, "test", root=s.data_root)
     x, y, _ = data.fixed_subset(x, y, s.n, s.subset_seed)
     classifier = load_classifier(s.classifier)
-    purifier = HeteroPure(load_diffusion(s.diffusion), classifier, s.t_large, s.t_small, s.tau,
-                          dt=s.dt)
+    purifier = HeteroPure(load_diffusion(s.diffusion), classifier, t_large=s.t_large,
+                          t_small=s.t_small, tau=s.tau, dt=s.dt)
     if s.eps > 0:
         x = pgd(classifier, x, y, eps=s.eps, generator=torch.Generator().manual_seed(s.seed))
     panels = mask_panels(purifier, x, s.seed)

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
-from .config import AttackConfig, DefenseConfig, EvalConfig
-from .experiment import build_purifier
-from .results import EvalResult
-from .runner import run_evaluation
-from .report import results_table, save_image_grid, write_run
-from .sweep import Sweep, run_sweep, sweep_table
+from ..evaluation.config import AttackConfig, DefenseConfig, EvalConfig
+from ..purifiers import DiffPureSettings
+from ..evaluation.experiment import build_purifier
+from ..evaluation.results import EvalResult
+from ..evaluation.runner import run_evaluation
+from ..reports.report import results_table, save_image_grid, write_run
+from ..reports.sweep import Sweep, run_sweep, sweep_table
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class DemoSettings:
     eps: float = 0.2                                   # ℓ∞ budget, ≈ 3 of the 17 grey levels
     steps: int = 20                                    # PGD iterations
     eot: int = 4                                       # EOT copies per gradient
-    t_star: float = 0.1                                # DiffPure t*
+    t_star: float = DiffPureSettings.default("t_star")  # DiffPure t*
     dt: float = 1e-2                                   # reverse-SDE step
     seeds: tuple[int, ...] = (0, 1, 2)
     sweep: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2)  # t* values of the plot (seed 0)

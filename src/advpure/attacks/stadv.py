@@ -1,17 +1,19 @@
-"""The other attacks of the papers' protocols: StAdv (a flow-field threat model), Square
-(black-box, official code), the diffusion-only attack and transfer from the bare classifier."""
+"""StAdv (Xiao et al. 2018), a flow-field threat model, as DiffPure evaluates it (PAT's
+settings: bound 0.05, Adam 0.01)."""
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from pydantic import Field, PositiveFloat, PositiveInt
 
-from .._checks import check_choice, check_images, check_labels, check_positive
-from .autoattack import AUTOATTACK_NORMS, isolated_rng
+from .._checks import check_positive
+from .base import AttackSettings, check_attack_inputs
 from .eot import Model
-from .pgd import NORMS, pgd
 
-DEFAULT_FLOW_BOUND = 0.05
+DEFAULT_FLOW_BOUND = 0.05       # every flow component within 0.05 (normalised coordinates)
+DEFAULT_LR = 0.01
 
 
 def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -33,7 +35,7 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def stadv(model: Model, x: torch.Tensor, y: torch.Tensor, *, bound: float = DEFAULT_FLOW_BOUND,
-          steps: int = 100, lr: float = 0.01, eot: int = 1) -> torch.Tensor:
+          steps: int = 100, lr: float = DEFAULT_LR, eot: int = 1) -> torch.Tensor:
     """StAdv (Xiao et al. 2018) as DiffPure evaluates it (PAT's settings): the images warped by
     ``stadv_flow``'s flow field (in [0, 1] by construction)."""
     flow = stadv_flow(model, x, y, bound=bound, steps=steps, lr=lr, eot=eot)
@@ -42,13 +44,12 @@ def stadv(model: Model, x: torch.Tensor, y: torch.Tensor, *, bound: float = DEFA
 
 
 def stadv_flow(model: Model, x: torch.Tensor, y: torch.Tensor, *,
-               bound: float = DEFAULT_FLOW_BOUND, steps: int = 100, lr: float = 0.01,
+               bound: float = DEFAULT_FLOW_BOUND, steps: int = 100, lr: float = DEFAULT_LR,
                eot: int = 1) -> torch.Tensor:
     """StAdv's flow field f = bound·tanh(w) (N×2×H×W, every component within ``bound`` in
     normalised coordinates), w optimised by Adam (``lr``) for ``steps`` iterations on the CW
     margin averaged over ``eot`` batched draws; the last iterate."""
-    check_images(x)
-    y = check_labels(y, x.shape[0])
+    y, _ = check_attack_inputs(x, y)
     bound = check_positive(bound, "StAdv bound")
     if not (isinstance(steps, int) and steps >= 1 and isinstance(eot, int) and eot >= 1):
         raise ValueError(f"stadv: expected integer steps >= 1 and eot >= 1, found {steps!r}, "
@@ -67,31 +68,21 @@ def stadv_flow(model: Model, x: torch.Tensor, y: torch.Tensor, *,
     return (bound * torch.tanh(w)).detach()
 
 
-def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-           norm: str = "linf", queries: int = 5000, seed: int = 0) -> torch.Tensor:
-    """Square Attack (Andriushchenko et al. 2020), black-box, from pyautoattack (p_init 0.8, one
-    restart, as in AutoAttack); run with an explicit seed inside ``fork_rng``."""
-    from pyautoattack.square import SquareAttack
 
-    check_images(x)
-    y = check_labels(y, x.shape[0])
-    check_choice(norm, NORMS, "norm")
-    attack = SquareAttack(model, p_init=0.8, n_queries=queries, eps=check_positive(eps, "eps"),
-                          norm=AUTOATTACK_NORMS[norm], n_restarts=1, seed=seed, verbose=False,
-                          device=x.device, resc_schedule=False)
-    with isolated_rng(x.device):
-        return attack.perturb(x, y).detach()
+class StAdvSettings(AttackSettings):
+    """A flow field of bounded components (no ε-ball: ``bound`` is the budget)."""
 
+    name: Literal["stadv"] = "stadv"
+    bound: PositiveFloat = Field(DEFAULT_FLOW_BOUND, description="flow bound")
+    steps: PositiveInt = Field(20, description="Adam iterations")
+    lr: PositiveFloat = Field(DEFAULT_LR, description="Adam learning rate")
+    eot: PositiveInt = Field(1, description="EOT copies per gradient")
 
-def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample ‖outputs − targets‖² (the diffusion-only attack's objective)."""
-    return (outputs - targets).flatten(1).pow(2).sum(dim=1)
+    def run(self, model, x, y, generator):
+        return stadv(model, x, y, bound=self.bound, steps=self.steps, lr=self.lr, eot=self.eot)
 
-
-def diffusion_only(purify: Model, x: torch.Tensor, *, eps: float, norm: str = "linf",
-                   steps: int = 20, step_size: float | None = None, eot: int = 1,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Attack the purifier alone (DiffPure Table 15): PGD maximising ‖purify(x') − x‖² over the
-    ε-ball, with EOT; the classifier is never consulted."""
-    return pgd(purify, x, x.detach(), eps=eps, norm=norm, steps=steps, step_size=step_size,
-               eot=eot, generator=generator, loss=squared_error)
+    def label_parts(self) -> list[str]:
+        parts = [f"bound={self.bound:g}", f"{self.steps} steps"]
+        if self.eot > 1:
+            parts.append(f"EOT {self.eot}")
+        return parts + ([f"lr {self.lr:g}"] if self.lr != DEFAULT_LR else [])

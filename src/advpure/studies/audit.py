@@ -33,12 +33,11 @@ import torch
 from torch import nn
 
 from .. import data
-from ..attacks.others import cw_margin
+from ..attacks.stadv import cw_margin
 from ..models import load_classifier
-from .attack_runner import run_attack
-from .config import AttackConfig, EvalConfig
-from .experiment import Defense, describe_defense, evaluation_subsets
-from .protocols import EPS
+from ..evaluation.config import AttackConfig, EvalConfig
+from ..evaluation.experiment import Defense, evaluation_subsets
+from ..evaluation.protocols import EPS
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 DefendedModel = Callable[[torch.Generator, "str | None"], nn.Module]
@@ -144,7 +143,7 @@ class AttackRunner:
             defense_gen, attack_gen = (torch.Generator().manual_seed(s) for s in (1, 2))
             model = t.defended(defense_gen, gradient)
             attacked = t.classifier if attack.name == "transfer" else model
-            x_adv = run_attack(attack, attacked, t.x, t.y, attack_gen)
+            x_adv = attack.run(attacked, t.x, t.y, attack_gen)
             self.cache[key] = self.predict(x_adv)
         return self.cache[key]
 
@@ -177,14 +176,10 @@ def _guarded(name: str, check: Callable[[], Check]) -> Check:
                      "reaches the input (a no_grad or non-differentiable step)")
 
 
-def with_attack(attack: AttackConfig, **changes) -> AttackConfig:
-    return AttackConfig.model_validate(attack.model_dump() | changes)
-
-
 def unbounded_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Check:
     a = run.target.attack
     eps = 1.0 if a.norm == "linf" else math.sqrt(run.target.x[0].numel())
-    attack = with_attack(a, eps=eps, steps=max(2 * a.steps, 20), step_size=None)
+    attack = a.replace(eps=eps, steps=max(2 * a.steps, 20), step_size=None)
     correct = run.correct(attack)
     k, n = int(correct.sum()), len(correct)
     p = binomial_tail(k, n, budget.unbounded_accuracy)
@@ -200,7 +195,7 @@ def unbounded_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Che
 def eps_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Check:
     a = run.target.attack
     grid = [a.eps * f for f in sorted(budget.eps_factors)]
-    correct = [run.correct(with_attack(a, eps=e)) for e in grid]
+    correct = [run.correct(a.replace(eps=e)) for e in grid]
     curves["eps"] = {"x": grid, "accuracy": [float(c.mean()) for c in correct]}
     tests = [sign_test(correct[i + 1], correct[i], budget.alpha) for i in range(len(grid) - 1)]
     return _worst_of("accuracy falls with ε", tests, grid,
@@ -213,7 +208,7 @@ def budget_check(run: AttackRunner, budget: AuditBudget, curves: dict, what: str
     base = a.steps if what == "iterations" else a.eot_copies()
     grid = [base * f for f in sorted(budget.budget_factors)]
     option = "steps" if what == "iterations" else "eot"
-    correct = [run.correct(with_attack(a, **{option: v})) for v in grid]
+    correct = [run.correct(a.replace(**{option: v})) for v in grid]
     curves[what] = {"x": grid, "accuracy": [float(c.mean()) for c in correct]}
     tests = [sign_test(correct[i + 1], correct[i], budget.alpha) for i in range(len(grid) - 1)]
     return _worst_of(f"more {what} do not raise accuracy", tests, grid,
@@ -394,7 +389,7 @@ def target_from_config(cfg: EvalConfig, images: int) -> Target:
         return defense.model(classifier, generator, gradient)
 
     gradient = cfg.defense.gradient if defense.purifier is not None else "exact"
-    return Target(defended, classifier, x, y, attack, gradient, describe_defense(cfg.defense))
+    return Target(defended, classifier, x, y, attack, gradient, cfg.defense.describe())
 
 
 # ---------------------------------------------------------------- the report

@@ -1,0 +1,142 @@
+"""What every purifier shares: the settings fields of the defense around it, how settings become
+a module, the [0, 1] ↔ [−1, 1] mapping, and the registry entry for "no defense"."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from torch import nn
+
+from ..defense import ENSEMBLE_RULES, GRADIENTS
+from ..settings import Named, validation_errors
+
+DEFENSE_FIELDS = ("diffusion", "gradient", "surrogate_dt", "ensemble", "ensemble_rule",
+                  "purify_size")      # fields of the defense around a purifier, not of its module
+
+
+def to_centered(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images -> [−1, 1], the diffusion models' range."""
+    return 2.0 * x - 1.0
+
+
+def from_centered(x: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] states -> [0, 1] images, clamped: the clamp is part of every purifier's output
+    contract (DESIGN.md §2)."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+@dataclass
+class Models:
+    """What ``build`` makes a purifier from: the eps-model, the defended classifier, and a
+    loader for other classifiers named by spec (guidance classifiers)."""
+
+    eps: nn.Module
+    classifier: nn.Module
+    load_classifier: Callable[[str], nn.Module]
+
+
+class DefenseSettings(Named):
+    """Settings of one registered defense; ``build`` makes its purifier module (None: none)."""
+
+    kind: ClassVar[str] = "purifier"
+
+    def build(self, models: Models) -> nn.Module | None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class NoDefense(DefenseSettings):
+    """The bare classifier."""
+
+    name: Literal["none"] = "none"
+
+    def build(self, models: Models) -> None:
+        return None
+
+    def describe(self) -> str:
+        return "none"
+
+
+class PurifierSettings(DefenseSettings):
+    """The fields every purifier's settings have: its eps-model and step, and how the defense
+    around it is attacked (``gradient``) and combined (``ensemble``). A purifier's own settings
+    subclass this, add their options, and implement ``build`` and ``describe_options``."""
+
+    diffusion: str = Field("builtin:digits-unet", description="eps-model spec: builtin:NAME, "
+                           "FAMILY:PATH (score_sde, guided-diffusion[-fp16], diffusers, edm) or "
+                           "a checkpoint path")
+    dt: PositiveFloat = Field(1e-3, description="solver step (paper: 1e-3; discrete samplers: "
+                              "1e-3 = every level, larger respaces)")
+    gradient: Literal[GRADIENTS] = Field("exact", description="what attacks differentiate: "
+                                         + " | ".join(GRADIENTS))
+    surrogate_dt: PositiveFloat | None = Field(None, description="solver step of the cheaper "
+                                               "purification that gradient 'surrogate' "
+                                               "differentiates")
+    ensemble: PositiveInt = Field(1, description="S purifications per image, outputs combined "
+                                  "(Pei et al. Algorithm 3)")
+    ensemble_rule: Literal[ENSEMBLE_RULES] = Field("mean", description="mean of the S outputs "
+                                                   "| majority vote")
+    purify_size: PositiveInt | None = Field(None, description="purify at size×size and resize "
+                                            "back (ImageNet guided diffusion: 256)")
+
+    continuous_time: ClassVar[bool] = True     # runs a continuous-time solver (adjoint allowed)
+
+    @model_validator(mode="after")
+    def _defense_fields_fit(self):
+        if (self.gradient == "surrogate") != (self.surrogate_dt is not None):
+            raise ValueError("expected surrogate_dt exactly when gradient is 'surrogate', found "
+                             f"gradient={self.gradient!r}, surrogate_dt={self.surrogate_dt}")
+        if self.gradient == "adjoint" and not self.runs_continuous_time():
+            raise ValueError(f"gradient 'adjoint' needs a continuous-time solver; "
+                             f"{self.label()} runs discrete steps: use 'exact' or 'checkpoint'")
+        return self
+
+    def runs_continuous_time(self) -> bool:
+        return self.continuous_time
+
+    def label(self) -> str:
+        """The name the description starts with (DiffPure adds its sampler)."""
+        return self.name
+
+    def module_options(self) -> dict[str, Any]:
+        """The options of the purifier module (the fields of the defense around it left out)."""
+        return {f: getattr(self, f) for f in type(self).model_fields
+                if f != "name" and f not in DEFENSE_FIELDS}
+
+    def describe_options(self) -> list[str]:
+        """'t*=0.1', 'dt=0.01', …: what the label shows of the purifier's own options."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """'diffpure-ddim(t*=0.1±0.02, dt=0.01, ddim_eta=0.5) ×4 mean [checkpoint gradient]'."""
+        body = f"{self.label()}({', '.join(self.describe_options())})"
+        if self.ensemble > 1:
+            body += f" ×{self.ensemble} {self.ensemble_rule}"
+        if self.purify_size is not None:
+            body += f" @{self.purify_size}px"
+        return body if self.gradient == "exact" else f"{body} [{self.gradient} gradient]"
+
+
+def module_settings(kind: type[PurifierSettings], settings: PurifierSettings | None,
+                    options: dict[str, Any]) -> PurifierSettings:
+    """A purifier module's settings: ``settings``, or ``kind`` validated from the module's
+    keyword ``options`` (the fields of the defense around it are not module options)."""
+    if settings is not None:
+        if options:
+            raise TypeError(f"{kind.__name__}: expected settings or keyword options, found both")
+        if not isinstance(settings, kind):
+            raise TypeError(f"expected {kind.__name__}, found {type(settings).__name__}")
+        return settings
+    defense_level = sorted(set(options) & set(DEFENSE_FIELDS))
+    if defense_level:
+        raise TypeError(f"{', '.join(defense_level)}: options of the defense around the "
+                        "purifier (PurifiedClassifier, the evaluation config), not of the purifier")
+    try:
+        return kind(**options)
+    except ValidationError as err:
+        raise ValueError(f"{kind.__name__}: {validation_errors(err)}") from None
