@@ -73,26 +73,3 @@ def test_ddpm_variance_option_is_checked():
         DiffPure(tiny_unet(), sampler="ddpm", ddpm_variance="large")
 
 
-@pytest.mark.parametrize("sampler", ["sde", "ode", "ld", "ddpm", "ddim"])
-@pytest.mark.parametrize("gradient", ["exact", "checkpoint", "adjoint", "bpda", "surrogate",
-                                      "blind"])
-def test_every_sampler_under_every_gradient_mode_of_the_defense(digits_batch, sampler, gradient):
-    from torch.nn import functional as F
-
-    from advpure import PurifiedClassifier
-    from advpure.diffusion import SAMPLERS
-    from conftest import tiny_cnn
-
-    x, y = digits_batch
-    options = dict(dt=0.05, sampler=sampler, **({"t_star_delta": 0.02}
-                                                if SAMPLERS[sampler].uses_t_star else {}))
-    surrogate = DiffPure(tiny_unet(), **(options | {"dt": 0.1})) if gradient == "surrogate" else None
-    defense = PurifiedClassifier(DiffPure(tiny_unet(), **options), tiny_cnn(), gradient=gradient,
-                                 surrogate=surrogate, generator=torch.Generator().manual_seed(0))
-    xg = x.clone().requires_grad_(True)
-    if gradient == "adjoint" and SAMPLERS[sampler].time == "discrete":
-        with pytest.raises(ValueError, match="'adjoint' needs a continuous-time sampler"):
-            defense(xg)
-        return
-    (grad,) = torch.autograd.grad(F.cross_entropy(defense(xg), y), xg)
-    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
