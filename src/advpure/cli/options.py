@@ -109,12 +109,21 @@ def with_eval_options(prepare: Callable[[dict, dict], None] | None = None):
         params += [_keyword(name, kind, None, text, panel)
                    for name, kind, text, panel in eval_options()]
         names = [p.name for p in params]
+        params.append(_keyword("dry_run", bool, False, "validate the options, print the config "
+                               "and stop", PANELS[None]))
 
         def wrapper(**kwargs):
             options = {name: kwargs.pop(name) for name in names}
+            dry_run = kwargs.pop("dry_run")
             if prepare is not None:
                 prepare(options, kwargs)
-            return command(config=eval_config(options), **kwargs)
+            config = eval_config(options)
+            if dry_run:
+                from ..evaluation.experiment import describe
+
+                typer.echo(f"{describe(config)}\n{config.model_dump_json(indent=2)}")
+                return None
+            return command(config=config, **kwargs)
 
         wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
         wrapper.__signature__ = inspect.Signature(_own_parameters(command, "config") + params)
