@@ -11,7 +11,6 @@ or DLR = −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3) (Eq. 5). Returns the p
 from __future__ import annotations
 
 import math
-
 from typing import Literal
 
 import torch

@@ -13,6 +13,7 @@ import torch
 
 from ..diffusion import PerSampleNoise, VPSchedule, reverse_sde
 from ..diffusion.analytic import GaussianEps, discretised_gradient, posterior_gradient
+from ..reports.plots import figure
 
 VARIANCES = (0.01, 0.05, 0.1, 0.5, 1.0)   # σ0² of the paper's Figure 5
 STEPS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
@@ -56,26 +57,20 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for var0 in sorted({r["var0"] for r in rows}):
-        sub = [r for r in rows if r["var0"] == var0]
-        ax.loglog([r["dt"] for r in sub], [r["adjoint_vs_eq31"] for r in sub], "o-",
-                  label=f"adjoint, σ0²={var0:g}")
-    sub = [r for r in rows if r["var0"] == rows[0]["var0"]]
-    ax.loglog([r["dt"] for r in sub], [r["exact_vs_eq31"] for r in sub], "k--",
-              label=f"exact, σ0²={rows[0]['var0']:g}")
-    ax.set_xlabel("step size dt")
-    ax.set_ylabel("|φ − φ_ana| / |φ_ana|")
-    ax.set_title("Gradient through the reverse VP-SDE (DiffPure App. B.5)", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(5.5, 4)) as (fig, axes):
+        ax = axes[0, 0]
+        for var0 in sorted({r["var0"] for r in rows}):
+            sub = [r for r in rows if r["var0"] == var0]
+            ax.loglog([r["dt"] for r in sub], [r["adjoint_vs_eq31"] for r in sub], "o-",
+                      label=f"adjoint, σ0²={var0:g}")
+        sub = [r for r in rows if r["var0"] == rows[0]["var0"]]
+        ax.loglog([r["dt"] for r in sub], [r["exact_vs_eq31"] for r in sub], "k--",
+                  label=f"exact, σ0²={rows[0]['var0']:g}")
+        ax.set_xlabel("step size dt")
+        ax.set_ylabel("|φ − φ_ana| / |φ_ana|")
+        ax.set_title("Gradient through the reverse VP-SDE (DiffPure App. B.5)", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
     return path
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..evaluation.config import EvalConfig
 from ..evaluation.executors import LocalExecutor, RayExecutor
 from ..evaluation.runner import run_evaluation
+from ..reports.plots import figure
 
 SETTINGS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))    # (executor, threads|workers)
 
@@ -89,16 +90,9 @@ def report(rows: list[dict], cfg: EvalConfig) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [f"{r['executor']}\n{r['workers']}×{r['threads']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar(labels, [r["images_per_second"] for r in rows], color="tab:blue")
-    ax.set_ylabel("images / s")
-    ax.set_title("digits evaluation throughput (workers × threads)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(5, 3)) as (fig, axes):
+        ax = axes[0, 0]
+        ax.bar(labels, [r["images_per_second"] for r in rows], color="tab:blue")
+        ax.set_ylabel("images / s")
+        ax.set_title("digits evaluation throughput (workers × threads)")

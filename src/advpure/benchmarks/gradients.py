@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from ..reports.plots import figure
+
 MODES = ("exact", "checkpoint", "adjoint")
 STEPS = (10, 20, 50, 100, 200)
 T_STAR = 0.1
@@ -247,25 +249,18 @@ Series = tuple[str, str, list, list, list]     # label, style, x values, seconds
 
 def plot_time_and_memory(columns: dict[str, list[Series]], xlabel: str, path: Path) -> Path:
     """Seconds (top) and peak MiB (bottom) against ``xlabel``, one column per title."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(columns), figsize=(5 * len(columns), 7), squeeze=False)
-    for c, (title, series) in enumerate(columns.items()):
-        for label, style, xs, seconds, peak_bytes in series:
-            axes[0, c].plot(xs, seconds, style, label=label)
-            axes[1, c].plot(xs, [b / 2**20 for b in peak_bytes], style, label=label)
-        axes[0, c].set_title(title, fontsize=9)
-        axes[0, c].set_ylabel("seconds per gradient")
-        axes[1, c].set_ylabel("peak memory (MiB)")
-        for ax in axes[:, c]:
-            ax.set_xlabel(xlabel)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, 2, len(columns), (5 * len(columns), 7)) as (fig, axes):
+        for c, (title, series) in enumerate(columns.items()):
+            for label, style, xs, seconds, peak_bytes in series:
+                axes[0, c].plot(xs, seconds, style, label=label)
+                axes[1, c].plot(xs, [b / 2**20 for b in peak_bytes], style, label=label)
+            axes[0, c].set_title(title, fontsize=9)
+            axes[0, c].set_ylabel("seconds per gradient")
+            axes[1, c].set_ylabel("peak memory (MiB)")
+            for ax in axes[:, c]:
+                ax.set_xlabel(xlabel)
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7)
     return path
 
 

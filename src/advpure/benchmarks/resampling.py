@@ -12,8 +12,15 @@ from pathlib import Path
 
 import torch
 
-from .gradients import (WORKLOADS, build_model, measure, plot_time_and_memory, run_isolated,
-                        save_report, serve)
+from .gradients import (
+    WORKLOADS,
+    build_model,
+    measure,
+    plot_time_and_memory,
+    run_isolated,
+    save_report,
+    serve,
+)
 
 METHODS = ("repaint", "single")
 MODES = ("exact", "checkpoint")

@@ -8,6 +8,7 @@ import typer
 from .app import bench_app
 from .options import parse_list
 
+
 @bench_app.command("gradients")
 def bench_gradients(
     out: Path = typer.Option(Path("bench/gradients"), help="directory for the table and plot"),

@@ -6,8 +6,13 @@ from pathlib import Path
 import typer
 
 from .app import app
-from .options import (bad_parameters, parse_list, reported_run_errors, with_eval_options,
-                      with_executor_options)
+from .options import (
+    bad_parameters,
+    parse_list,
+    reported_run_errors,
+    with_eval_options,
+    with_executor_options,
+)
 
 
 @app.command()

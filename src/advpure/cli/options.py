@@ -135,7 +135,11 @@ def eval_config(options: dict):
     """The ``EvalConfig`` of the command line: the experiment file, then the flags."""
     from pydantic import ValidationError
 
-    from ..evaluation.config import config_errors, config_from_flat, read_experiment_file
+    from ..evaluation.config import (
+        config_errors,
+        config_from_flat,
+        read_experiment_file,
+    )
 
     path = options.pop("config")
     try:

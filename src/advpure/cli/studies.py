@@ -5,9 +5,10 @@ from pathlib import Path
 
 import typer
 
-from .app import app, case_app, toy_app
 from ..purifiers import COUPSettings, HeteroSettings
+from .app import app, case_app, toy_app
 from .options import bad_parameters, parse_list, with_eval_options
+
 
 @app.command()
 @with_eval_options()

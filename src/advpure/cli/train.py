@@ -9,6 +9,7 @@ import typer
 from .app import command_line, train_app
 from .options import parse_list
 
+
 @train_app.command("classifier")
 def train_classifier_cmd(
     out: Path = typer.Option(..., help="checkpoint stem: writes <out>.safetensors and <out>.json"),

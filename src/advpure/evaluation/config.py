@@ -10,8 +10,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (Field, PositiveInt, SerializeAsAny, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    Field,
+    PositiveInt,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..attacks import ATTACKS, AttackSettings
 from ..data import DATASETS, SPLITS

@@ -20,7 +20,13 @@ used less of, and reports print it.
 """
 from __future__ import annotations
 
-from ..attacks import AutoAttackSettings, AttackSettings, BPDASettings, PGDSettings, StAdvSettings
+from ..attacks import (
+    AttackSettings,
+    AutoAttackSettings,
+    BPDASettings,
+    PGDSettings,
+    StAdvSettings,
+)
 from ..attacks.base import reductions
 
 PROTOCOLS = ("diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim", "pei")

@@ -32,8 +32,8 @@ from __future__ import annotations
 import datetime
 import fcntl
 import hashlib
-import os
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterable

@@ -2,16 +2,23 @@
 guided by a separately trained robust classifier φ."""
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from typing import Literal
 
+import torch
 from pydantic import Field, NonNegativeFloat
+from torch import nn
 
 from .._checks import check_images
-from ..diffusion import (DiscreteSchedule, EpsModel, NoiseSource, VPSchedule, add_noise,
-                         as_noise_source, ddpm, reverse_sde)
+from ..diffusion import (
+    DiscreteSchedule,
+    EpsModel,
+    NoiseSource,
+    VPSchedule,
+    add_noise,
+    as_noise_source,
+    ddpm,
+    reverse_sde,
+)
 from ..diffusion.ddpm import DDPM_VARIANCES
 from ..diffusion.samplers import Callback
 from ..guidance import GUIDANCE_GRADS, FromCentered, GuidedEps

@@ -1,15 +1,21 @@
 """COUP (Classifier-cOnfidence gUided Purification): the guided reverse VP-SDE from the input."""
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from typing import Literal
 
+import torch
 from pydantic import Field, NonNegativeFloat, model_validator
+from torch import nn
 
 from .._checks import check_images
-from ..diffusion import EpsModel, NoiseSource, VPSchedule, add_noise, as_noise_source, reverse_sde
+from ..diffusion import (
+    EpsModel,
+    NoiseSource,
+    VPSchedule,
+    add_noise,
+    as_noise_source,
+    reverse_sde,
+)
 from ..diffusion.samplers import Callback
 from ..guidance import GUIDANCE_GRADS, ConfidenceGuidance, FromCentered, GuidedEps
 from .base import Models, PurifierSettings, from_centered, module_settings, to_centered

@@ -1,16 +1,29 @@
 """DiffPure (Nie et al., ICML 2022): diffuse to t*, then run a reverse sampler back to 0."""
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, model_serializer, model_validator
+import torch
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    model_serializer,
+    model_validator,
+)
+from torch import nn
 
 from .._checks import check_images
-from ..diffusion import (SAMPLERS, DiscreteSchedule, EpsModel, NoiseSource, VPSchedule, add_noise,
-                         as_noise_source, uniform_like)
+from ..diffusion import (
+    SAMPLERS,
+    DiscreteSchedule,
+    EpsModel,
+    NoiseSource,
+    VPSchedule,
+    add_noise,
+    as_noise_source,
+    uniform_like,
+)
 from ..diffusion.catalog import SAMPLER_OPTIONS
 from ..diffusion.ddpm import DDPM_VARIANCES
 from ..diffusion.samplers import Callback

@@ -3,17 +3,21 @@ Integration for Diffusion-based Adversarial Purification"): strong noise where t
 looks, weak noise elsewhere, and an inpainting-style two-stage reverse process."""
 from __future__ import annotations
 
-
-import torch
-from torch import nn
-
 from typing import Literal
 
+import torch
 from pydantic import Field, PositiveInt, model_validator
+from torch import nn
 
 from .._checks import check_images
 from ..attention import DEFAULT_TAU, NORMALISATIONS, attention_mask
-from ..diffusion import DiscreteSchedule, EpsModel, NoiseSource, add_noise, as_noise_source
+from ..diffusion import (
+    DiscreteSchedule,
+    EpsModel,
+    NoiseSource,
+    add_noise,
+    as_noise_source,
+)
 from ..diffusion.ddpm import DDPM_VARIANCES, ddim_step, ddpm_step
 from ..diffusion.samplers import Callback, Step, run_steps
 from .base import Models, PurifierSettings, from_centered, module_settings, to_centered

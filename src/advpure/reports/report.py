@@ -15,6 +15,7 @@ from ..evaluation.config import EvalConfig
 from ..evaluation.experiment import describe
 from ..evaluation.results import EvalResult
 from ..evaluation.store import STORE_NAME, RecordStore
+from .plots import figure
 
 
 def pct(stat: dict[str, float]) -> str:
@@ -182,24 +183,17 @@ def save_image_grid(rows: dict[str, torch.Tensor], path: Path,
                     captions: dict[str, list[str]] | None = None) -> Path:
     """One row of images per entry (e.g. clean / adversarial / purified), labelled on the left;
     ``captions[row]`` puts a short text above each image of that row."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = min(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1, 1.2 * len(rows)), squeeze=False)
-    for r, (label, images) in enumerate(rows.items()):
-        for c in range(n):
-            img = images[c].detach().cpu().permute(1, 2, 0).squeeze(-1).numpy()
-            axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=1)
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-            if captions and label in captions:
-                axes[r, c].set_title(captions[label][c], fontsize=8)
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, len(rows), n, (1.1 * n + 1, 1.2 * len(rows))) as (fig, axes):
+        for r, (label, images) in enumerate(rows.items()):
+            for c in range(n):
+                img = images[c].detach().cpu().permute(1, 2, 0).squeeze(-1).numpy()
+                axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=1)
+                axes[r, c].set_xticks([])
+                axes[r, c].set_yticks([])
+                if captions and label in captions:
+                    axes[r, c].set_title(captions[label][c], fontsize=8)
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
     return path
 
 
@@ -208,23 +202,17 @@ def plot_accuracy_vs(xs: list[float], series: dict[str, list[float]], xlabel: st
                      baselines: dict[str, float] | None = None) -> Path:
     """Accuracy curves (fractions) against a swept parameter, with optional error bars (std over
     seeds) and horizontal reference lines (e.g. the undefended classifier)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, ys in series.items():
-        err = None if errors is None else [100 * e for e in errors[label]]
-        ax.errorbar(xs, [100 * v for v in ys], yerr=err, marker="o", capsize=3, label=label)
-    for (label, value), style in zip((baselines or {}).items(), ("--", ":", "-.")):
-        ax.axhline(100 * value, color="grey", linestyle=style, linewidth=1, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(title, fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(5.5, 3.8)) as (fig, axes):
+        ax = axes[0, 0]
+        for label, ys in series.items():
+            err = None if errors is None else [100 * e for e in errors[label]]
+            ax.errorbar(xs, [100 * v for v in ys], yerr=err, marker="o", capsize=3, label=label)
+        for (label, value), style in zip((baselines or {}).items(), ("--", ":", "-.")):
+            ax.axhline(100 * value, color="grey", linestyle=style, linewidth=1, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(title, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return path

@@ -34,10 +34,11 @@ from torch import nn
 
 from .. import data
 from ..attacks.stadv import cw_margin
-from ..models import load_classifier
 from ..evaluation.config import AttackConfig, EvalConfig
 from ..evaluation.experiment import Defense, evaluation_subsets
 from ..evaluation.protocols import EPS
+from ..models import load_classifier
+from ..reports.plots import figure
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 DefendedModel = Callable[[torch.Generator, "str | None"], nn.Module]
@@ -430,20 +431,13 @@ def plot_curves(curves: dict, path: Path) -> bool:
     panels = [k for k in ("eps", "iterations", "EOT") if k in curves]
     if not panels:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
-    for ax, key in zip(axes[0], panels):
-        ax.plot(curves[key]["x"], [100 * a for a in curves[key]["accuracy"]], "o-")
-        ax.set_xlabel({"eps": "ε", "iterations": "attack iterations", "EOT": "EOT samples"}[key])
-        ax.set_ylabel("robust accuracy (%)")
-        ax.set_ylim(0, 100)
-        if key != "eps":
-            ax.set_xscale("log", base=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, 1, len(panels), (4 * len(panels), 3)) as (fig, axes):
+        for ax, key in zip(axes[0], panels):
+            ax.plot(curves[key]["x"], [100 * a for a in curves[key]["accuracy"]], "o-")
+            ax.set_xlabel({"eps": "ε", "iterations": "attack iterations",
+                           "EOT": "EOT samples"}[key])
+            ax.set_ylabel("robust accuracy (%)")
+            ax.set_ylim(0, 100)
+            if key != "eps":
+                ax.set_xscale("log", base=2)
     return True

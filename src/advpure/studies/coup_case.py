@@ -25,6 +25,7 @@ from ..attacks import apgd_official
 from ..diffusion.samplers import NoNoise
 from ..models import load_classifier, load_diffusion
 from ..purifiers import COUP, COUPSettings
+from ..reports.plots import figure
 
 
 @dataclass(frozen=True)
@@ -94,28 +95,21 @@ def run_case_study(settings: CaseStudySettings) -> dict:
 
 def plot_case_study(result: dict, path: Path) -> Path:
     """Mean p̂(y_true|x_t) and p̂(y_adv|x_t) against the purification step (COUP Fig. 2a)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    styles = {"without guidance": "--", "with guidance": "-"}
-    colors = {"y_true": "C2", "y_adv": "C3"}
-    for run, curves in result["mean_confidence"].items():
-        for label, values in curves.items():
-            ax.plot(range(len(values)), values, styles[run], color=colors[label],
-                    label=f"p̂({label} | x_t), {run}")
-    s = result["settings"]
-    ax.set_xlabel(f"purification step (t* = {s['t_star']:g} → 0, dt = {s['dt']:g})")
-    ax.set_ylabel("mean classifier confidence")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{result['bad_cases']} bad cases of COUP w/o guidance under APGD-CE "
-                 f"(ε = {s['eps']:g}), noise-free paths", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(6, 4)) as (fig, axes):
+        ax = axes[0, 0]
+        styles = {"without guidance": "--", "with guidance": "-"}
+        colors = {"y_true": "C2", "y_adv": "C3"}
+        for run, curves in result["mean_confidence"].items():
+            for label, values in curves.items():
+                ax.plot(range(len(values)), values, styles[run], color=colors[label],
+                        label=f"p̂({label} | x_t), {run}")
+        s = result["settings"]
+        ax.set_xlabel(f"purification step (t* = {s['t_star']:g} → 0, dt = {s['dt']:g})")
+        ax.set_ylabel("mean classifier confidence")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{result['bad_cases']} bad cases of COUP w/o guidance under APGD-CE "
+                     f"(ε = {s['eps']:g}), noise-free paths", fontsize=9)
+        ax.legend(fontsize=8)
     return path
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from ..evaluation.config import AttackConfig, DefenseConfig, EvalConfig
-from ..purifiers import DiffPureSettings
 from ..evaluation.experiment import build_purifier
 from ..evaluation.results import EvalResult
 from ..evaluation.runner import run_evaluation
+from ..purifiers import DiffPureSettings
 from ..reports.report import results_table, save_image_grid, write_run
 from ..reports.sweep import Sweep, run_sweep, sweep_table
 

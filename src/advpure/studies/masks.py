@@ -12,6 +12,7 @@ from ..attacks import pgd
 from ..attention import attention_maps, default_blocks
 from ..models import load_classifier, load_diffusion
 from ..purifiers import HeteroPure, HeteroSettings
+from ..reports.plots import figure
 
 
 @dataclass(frozen=True)
@@ -51,32 +52,23 @@ def mask_figure(purifier: HeteroPure, x: torch.Tensor, path: Path, seed: int = 0
 
 def plot_masks(panels: dict[str, torch.Tensor], purifier: HeteroPure, path: Path,
           titles: list[str] | None) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     blocks = purifier.mask_blocks or default_blocks(purifier.classifier)
     columns = ["input", *[f"AM: {b}" for b in blocks], f"mask (τ = {purifier.tau:g})", "purified"]
     n = panels["image"].shape[0]
-    fig, axes = plt.subplots(n, len(columns), figsize=(1.6 * len(columns), 1.6 * n + 0.4),
-                             squeeze=False)
-    for i in range(n):
-        row = [_show(panels["image"][i]), *[(m[i], "viridis") for m in panels["maps"]],
-               (panels["mask"][i, 0], "gray"), _show(panels["purified"][i])]
-        for ax, (image, cmap) in zip(axes[i], row):
-            ax.imshow(image.cpu().numpy(), cmap=cmap, vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if titles:
-            axes[i, 0].set_ylabel(titles[i], fontsize=7)
-    for ax, title in zip(axes[0], columns):
-        ax.set_title(title, fontsize=7)
-    fig.suptitle(f"t_l = {purifier.t_large:g} inside the mask, t_s = {purifier.t_small:g} "
-                 f"outside, {purifier.mask_normalisation} maps", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, n, len(columns), (1.6 * len(columns), 1.6 * n + 0.4)) as (fig, axes):
+        for i in range(n):
+            row = [_show(panels["image"][i]), *[(m[i], "viridis") for m in panels["maps"]],
+                   (panels["mask"][i, 0], "gray"), _show(panels["purified"][i])]
+            for ax, (image, cmap) in zip(axes[i], row):
+                ax.imshow(image.cpu().numpy(), cmap=cmap, vmin=0.0, vmax=1.0)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if titles:
+                axes[i, 0].set_ylabel(titles[i], fontsize=7)
+        for ax, title in zip(axes[0], columns):
+            ax.set_title(title, fontsize=7)
+        fig.suptitle(f"t_l = {purifier.t_large:g} inside the mask, t_s = {purifier.t_small:g} "
+                     f"outside, {purifier.mask_normalisation} maps", fontsize=8)
 
 
 def _show(image: torch.Tensor) -> tuple[torch.Tensor, str | None]:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..diffusion import BatchNoise, VPSchedule, reverse_sde
 from ..diffusion.analytic import GaussianMixtureEps, mixture_posterior_below
 from ..guidance import ConfidenceGuidance, GuidedEps
+from ..reports.plots import figure
 
 TOY_MEANS = torch.tensor([-0.5, 0.5], dtype=torch.float64)   # class 0, class 1; unit variance
 TOY_T_STAR, TOY_START = 0.1, 0.2
@@ -93,26 +94,20 @@ def toy_table(records: list[dict]) -> str:
 
 def plot_toy(records: list[dict], path: Path) -> Path:
     """Flip probability against λ, one colour per noise level c (COUP Fig. 3b)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, c in enumerate(sorted({r["c"] for r in records})):
-        rows = sorted((r for r in records if r["c"] == c), key=lambda r: r["lambda"])
-        lams = [r["lambda"] for r in rows]
-        ax.plot(lams, [r["flip_final"] for r in rows], "o-", color=f"C{i}", label=f"c = {c:g}")
-        ax.plot(lams, [r["flip_ever"] for r in rows], "--", color=f"C{i}", alpha=0.6)
-    ax.axhline(closed_form_flip(), color="gray", lw=0.8, ls=":",
-               label="exact posterior (λ = 0, c = 0)")
-    ax.set_xlabel("guidance weight λ")
-    ax.set_ylabel("label-flip probability")
-    ax.set_title("COUP toy: solid x(0) < 0, dashed x < 0 at any step", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(6, 4)) as (fig, axes):
+        ax = axes[0, 0]
+        for i, c in enumerate(sorted({r["c"] for r in records})):
+            rows = sorted((r for r in records if r["c"] == c), key=lambda r: r["lambda"])
+            lams = [r["lambda"] for r in rows]
+            ax.plot(lams, [r["flip_final"] for r in rows], "o-", color=f"C{i}",
+                    label=f"c = {c:g}")
+            ax.plot(lams, [r["flip_ever"] for r in rows], "--", color=f"C{i}", alpha=0.6)
+        ax.axhline(closed_form_flip(), color="gray", lw=0.8, ls=":",
+                   label="exact posterior (λ = 0, c = 0)")
+        ax.set_xlabel("guidance weight λ")
+        ax.set_ylabel("label-flip probability")
+        ax.set_title("COUP toy: solid x(0) < 0, dashed x < 0 at any step", fontsize=9)
+        ax.legend(fontsize=8)
     return path
 
 
