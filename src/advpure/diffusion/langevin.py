@@ -4,7 +4,7 @@
 
 No forward noising and no t*: the chain starts at the attacked image x_a itself. The score
 "at t = 0" is taken at a small time ``score_t`` (1e-3 by default) since σ(0) = 0. The paper's
-best setting after its grid search, and our defaults: σ² = 100, λ = 0.1, η = 1.
+best setting after its grid search, and our defaults (``LD_DEFAULTS``).
 """
 from __future__ import annotations
 
@@ -56,9 +56,13 @@ class LangevinSDE(torch.nn.Module):
         return torch.full_like(y, self.eta * self.lam ** 0.5)
 
 
+LD_DEFAULTS = {"sigma2": 100.0, "lam": 0.1, "eta": 1.0, "score_t": 1e-3}   # DiffPure's best
+
+
 def langevin_sde(model: EpsModel, x_a: torch.Tensor, schedule: VPSchedule, *, dt: float,
-                 noise: NoiseSource, sigma2: float = 100.0, lam: float = 0.1, eta: float = 1.0,
-                 score_t: float = 1e-3, gradient: str = "exact",
+                 noise: NoiseSource, sigma2: float = LD_DEFAULTS["sigma2"],
+                 lam: float = LD_DEFAULTS["lam"], eta: float = LD_DEFAULTS["eta"],
+                 score_t: float = LD_DEFAULTS["score_t"], gradient: str = "exact",
                  callback: Callback | None = None) -> torch.Tensor:
     """Solve the LD-SDE (Eq. 26) from x(0) = x_a (in [−1, 1]) to t = 1 with steps of ≈ dt.
 

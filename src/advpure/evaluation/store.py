@@ -18,7 +18,7 @@ Schema (``SCHEMA`` below is the source):
 ``outcomes`` — one row per (run, seed, attack, image):
     run_id, config_hash         as above
     seed INTEGER                the evaluation seed
-    attack TEXT                 "clean", or the attack's key (``AttackConfig.key()``)
+    attack TEXT                 "clean", or the attack's key (its settings' ``key()``)
     sample_index INTEGER        the image's index in the dataset split
     label INTEGER               its true label
     predictions TEXT            JSON list of the labels predicted in the R purification draws

@@ -26,6 +26,7 @@ from ..diffusion import (
 )
 from ..diffusion.catalog import SAMPLER_OPTIONS
 from ..diffusion.ddpm import DDPM_VARIANCES
+from ..diffusion.langevin import LD_DEFAULTS
 from ..diffusion.samplers import Callback
 from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
 
@@ -44,11 +45,14 @@ class DiffPureSettings(PurifierSettings):
     ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="ddpm: the step's "
                                                    "variance, posterior β̃ | beta β")
     ddim_eta: NonNegativeFloat = Field(0.0, description="ddim: η (0: deterministic)")
-    ld_sigma2: PositiveFloat = Field(100.0, description="ld: σ² of the Langevin noise (Eq. 26)")
-    ld_lambda: PositiveFloat = Field(0.1, description="ld: λ, the Langevin step weight (Eq. 26)")
-    ld_eta: NonNegativeFloat = Field(1.0, description="ld: η (Eq. 26)")
-    ld_score_t: PositiveFloat = Field(1e-3, description="ld: the time at which the score "
-                                      "'at 0' is taken")
+    ld_sigma2: PositiveFloat = Field(LD_DEFAULTS["sigma2"], description="ld: σ² of the "
+                                     "Langevin attraction to the input (Eq. 26)")
+    ld_lambda: PositiveFloat = Field(LD_DEFAULTS["lam"], description="ld: λ, the Langevin step "
+                                     "weight (Eq. 26)")
+    ld_eta: NonNegativeFloat = Field(LD_DEFAULTS["eta"], description="ld: η, the noise scale "
+                                     "(Eq. 26)")
+    ld_score_t: PositiveFloat = Field(LD_DEFAULTS["score_t"], description="ld: the time at "
+                                      "which the score 'at 0' is taken")
 
     def unused_options(self) -> set[str]:
         """The options the sampler does not take: other samplers' (and t*, Δ for ld)."""

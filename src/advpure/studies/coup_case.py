@@ -23,8 +23,10 @@ from torch import nn
 from .. import data
 from ..attacks import apgd_official
 from ..diffusion.samplers import NoNoise
+from ..guidance import FromCentered
 from ..models import load_classifier, load_diffusion
 from ..purifiers import COUP, COUPSettings
+from ..purifiers.base import to_centered
 from ..reports.plots import figure
 
 
@@ -59,10 +61,10 @@ def confidence_path(purifier: COUP, classifier: nn.Module, x: torch.Tensor,
                     labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """p̂(label | x_t) for each named label at the input and after every noise-free step
     ([steps + 1, N] per label); the classifier sees (x_t + 1)/2 unclamped, as the guidance does."""
-    states = [2.0 * x - 1.0]
+    states = [to_centered(x)]
     with torch.no_grad():
         purifier(x, NoNoise(), callback=lambda i, t, x_t: states.append(x_t.clone()))
-        probs = [torch.softmax(classifier((s + 1.0) / 2.0), dim=1) for s in states]
+        probs = [torch.softmax(FromCentered(classifier)(s), dim=1) for s in states]
     return {name: torch.stack([p.gather(1, y[:, None])[:, 0] for p in probs])
             for name, y in labels.items()}
 
