@@ -13,6 +13,7 @@ import click
 import pytest
 import torch
 import typer
+from typer.testing import CliRunner
 
 import advpure
 from advpure.cli import app
@@ -41,7 +42,8 @@ def leaf(args: list[str]) -> tuple[click.Command, click.Context]:
     command: click.Command = typer.main.get_command(app)
     context = command.make_context("advpure", list(args), resilient_parsing=False)
     while isinstance(command, click.Group):
-        rest = [*context._protected_args, *context.args]
+        protected = getattr(context, "_protected_args", None)
+        rest = [*(context.protected_args if protected is None else protected), *context.args]
         name, command, rest = command.resolve_command(context, rest)
         context = command.make_context(name, rest, parent=context)
     return command, context
@@ -64,7 +66,7 @@ def test_every_readme_command_parses(args, monkeypatch):
         path = Path(args[args.index("--config") + 1])
         if not path.is_file():                   # a run directory the README made before
             args = args[:args.index("--config")] + args[args.index("--config") + 2:]
-    result = typer.testing.CliRunner().invoke(app, [*args, "--dry-run"])
+    result = CliRunner().invoke(app, [*args, "--dry-run"])
     assert result.exit_code == 0, result.output
 
 

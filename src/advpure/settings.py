@@ -36,8 +36,10 @@ class Settings(BaseModel):
 
 class Named(Settings):
     """Settings of one entry of a registry (a purifier, an attack): ``name`` is the
-    discriminator, a ``Literal`` of one value."""
+    discriminator, a ``Literal`` of one value in each subclass (declared here so that it comes
+    first in every dump)."""
 
+    name: str
     kind: ClassVar[str] = "entry"        # what the registry holds, for error messages
 
     @classmethod

@@ -12,7 +12,7 @@ from ..purifiers import PurifierSettings
 from .report import ci, note_line, pct
 from .sweep import run_or_resume
 
-COMMON = tuple(PurifierSettings.model_fields)     # what every purifier's settings have
+COMMON = tuple(f for f in PurifierSettings.model_fields if f != "name")   # every purifier has
 
 
 def table_configs(base: EvalConfig, names: list[str]) -> list[EvalConfig]:
