@@ -15,7 +15,7 @@ import pytest
 from advpure.attacks import ATTACKS
 from advpure.evaluation.config import EvalConfig, config_from_flat
 from advpure.evaluation.experiment import describe
-from advpure.purifiers import PURIFIERS
+from advpure.purifiers import PURIFIERS, PurifierSettings
 from advpure.reports.table import run_table, table_configs
 
 TESTS = Path(__file__).parent
