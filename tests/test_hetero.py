@@ -176,6 +176,20 @@ def test_single_step_resampling_costs_one_network_call_per_step_whatever_u(digit
     assert model.calls == 40                                      # resampling at every step
 
 
+@pytest.mark.parametrize("dt", [1e-3, 1e-2])
+def test_single_step_resampling_jumps_u_levels_whatever_the_grid(digits_batch, monkeypatch, dt):
+    """Eq. 11's α_{t−1+u}: every resampling diffuses x_p forward U levels (not U grid steps)."""
+    import advpure.purifiers.hetero as hetero
+
+    jumps, seen, real = 10, [], hetero.renoise
+    monkeypatch.setattr(hetero, "renoise", lambda x, t, t_to, eps, schedule: (
+        seen.append(round(1000 * (t_to - t))), real(x, t, t_to, eps, schedule))[1])
+    x, _ = digits_batch
+    HeteroPure(tiny_unet(), tiny_cnn(), dt=dt, resample_jumps=jumps)(
+        x[:2], PerSampleNoise.from_seeds(SEEDS[:2]), mask=torch.ones(2, 1, 8, 8))
+    assert len(seen) == round(0.15 / dt) and set(seen) == {jumps}   # one per stage-1 step
+
+
 # --- gradients ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("resampling", ["single", "repaint"])

@@ -90,7 +90,7 @@ class HeteroPure(nn.Module):
       roles Eq. 5 and the text give them; the paper's rendering swaps them).
     - Stage 2, t ≤ t_s: plain DDPM steps (Eq. 9).
     - Resampling in stage 1 (``resample_stage="all"``: at every step, as Algorithm 1 is drawn):
-      ``"single"`` (Eq. 11, default): diffuse x_p forward U grid steps and take one DDIM (η = 0)
+      ``"single"`` (Eq. 11, default): diffuse x_p forward U levels and take one DDIM (η = 0)
       step back — one extra network call whatever U is; ``"repaint"``: RePaint's U-fold
       repetition of the step with a one-step re-noising in between (U network calls);
       ``"none"``. After a resampling the known region is imposed again, so it always equals
@@ -237,15 +237,16 @@ def _repaint_step(once: Step, draws: int, schedule: DiscreteSchedule, jumps: int
 
 def _single_resample_step(once: Step, draws: int, model: EpsModel, schedule: DiscreteSchedule,
                           jumps: int, inpaint: bool) -> tuple[Step, int]:
-    """The paper's single-step resampling (Eq. 11): after the step n → p, diffuse x_p forward
-    U grid steps (to level p + U·(n − p), at most N) and come back with one DDIM step, η = 0.
-    One extra network call per step. In stage 1 the known region is imposed again."""
+    """The paper's single-step resampling (Eq. 11, α_{t−1+u}): after the step n → p, diffuse
+    x_p forward U *levels* (to level p + U, at most N) whatever the grid's spacing, as the
+    authors' code does, and come back with one DDIM step, η = 0. One extra network call per
+    step. In stage 1 the known region is imposed again."""
     back = ddim_step(model, schedule, eta=0.0)
 
     def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
              *context: torch.Tensor) -> torch.Tensor:
         x_next = once(x, t, t_next, z[:draws], *context)
-        far = min(t_next + jumps * (t - t_next), 1.0)
+        far = min(t_next + jumps / schedule.levels, 1.0)
         x_far = renoise(x_next, t_next, far, z[draws], schedule)               # Eq. 10, U steps
         x_back = back(x_far, far, t_next, torch.zeros_like(x))                 # Eq. 11, η = 0
         if not inpaint:
