@@ -84,12 +84,15 @@ def test_guided_diffusion_fixture_reproduces_output_and_eps(shared_dir):
     state = torch.load(fixture(shared_dir, "guided_diffusion_unet", "unet_small.pt"),
                        weights_only=True, map_location="cpu")
     net.load_state_dict(state)
-    eps_model = DiscreteTimestepEps(net, 3)
+    eps_model = DiscreteTimestepEps(net, 3, learned_variance=True)
     t = (io["timesteps"] + 1).double() / 1000              # level n = timestep index + 1
     assert eps_model.timesteps(t).tolist() == io["timesteps"].tolist()
     with torch.no_grad():
         torch.testing.assert_close(net(io["x"], io["timesteps"]), io["output"], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(eps_model(io["x"], t), io["eps"], rtol=1e-4, atol=1e-4)
+        eps, values = eps_model.eps_and_variance(io["x"], t)     # the learn_sigma channels
+        torch.testing.assert_close(eps, io["eps"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(values, io["output"][:, 3:], rtol=1e-4, atol=1e-4)
         net.convert_to_fp16()                              # the upstream fp16 trunk, on CPU
         half = eps_model(io["x"], t)
     assert half.dtype == torch.float32

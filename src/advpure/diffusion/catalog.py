@@ -35,7 +35,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
                       {"ld_sigma2": "sigma2", "ld_lambda": "lam", "ld_eta": "eta",
                        "ld_score_t": "score_t"}, uses_t_star=False),
     "ddpm": SamplerSpec(ddpm, "discrete", "DDPM ancestral (Ho et al. 2020, Algorithm 2)",
-                        {"ddpm_variance": "variance"}),
+                        {"ddpm_variance": "variance", "clip_denoised": "clip_denoised"}),
     "ddim": SamplerSpec(ddim, "discrete", "DDIM(η) (Song, Meng & Ermon 2021, Eq. 12)",
                         {"ddim_eta": "eta"}),
 }

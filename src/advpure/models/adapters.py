@@ -41,20 +41,38 @@ class DiscreteTimestepEps(nn.Module):
     ``UNet2DModel``) on the linear schedule of ``DiscreteSchedule``.
 
     Converts time: level n = round(N·t) is the 0-based timestep index n − 1 (index 0 is the
-    first noised level; t = 0 is clamped to index 0). DiffPure's guided-diffusion wrapper uses
-    ⌊1000·t⌋ instead, one index lower on the levels; the two differ by one level out of 1000.
-    Converts outputs: keeps the first ``channels`` channels (guided-diffusion's 6 outputs are
-    eps then the learned-variance values, discarded as DiffPure does), and turns v- or
+    first noised level; t = 0 is clamped to index 0). DiffPure's guided-diffusion wrapper passes
+    ⌊1000·t⌋, which is one index *higher* than this one at the levels (index n for level n, the
+    timestep whose ᾱ is one level noisier than the state's); the index here is the one whose
+    ᾱ_{index+1} is the state's ᾱ_n.
+    Converts outputs: ``forward`` keeps the first ``channels`` channels (eps), and turns v- or
     x0-predictions into eps with the discrete ᾱ_n: eps = √ᾱ v + σ x_t, eps = (x_t − √ᾱ x̂0)/σ.
+    With ``learned_variance`` (guided-diffusion's ``learn_sigma``: 2·channels outputs) the next
+    ``channels`` outputs are the variance values v that ``eps_and_variance`` returns beside eps
+    (Nichol & Dhariwal 2021, Eq. 15; ``ddpm_variance="learned"``).
     """
 
     def __init__(self, net: nn.Module, channels: int = 3, prediction: str = "epsilon",
-                 levels: DiscreteSchedule | None = None):
+                 levels: DiscreteSchedule | None = None, learned_variance: bool = False):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction: expected one of {PREDICTIONS}, found {prediction!r}")
         self.net, self.channels, self.prediction = net, channels, prediction
         self.levels = levels or DiscreteSchedule()
+        self.learned_variance = learned_variance     # outputs 2·channels: eps, then v
+
+    def eps_and_variance(self, x_t: torch.Tensor, t: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps, v) from one network call; v ∈ [−1, 1] interpolates the log-variance."""
+        if not self.learned_variance:
+            raise ValueError("eps_and_variance: this model has no learned-variance outputs")
+        out = self._outputs(x_t, _times(t, x_t))
+        return self._to_eps(out[:, :self.channels], x_t, _times(t, x_t)), \
+            out[:, self.channels:2 * self.channels]
+
+    def _outputs(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.net(x_t, self.timesteps(t).to(x_t.device))
+        return getattr(out, "sample", out)
 
     def timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The 0-based integer timestep of continuous time t: round(N·t) − 1, at least 0."""
@@ -62,8 +80,9 @@ class DiscreteTimestepEps(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = _times(t, x_t)
-        out = self.net(x_t, self.timesteps(t).to(x_t.device))
-        out = getattr(out, "sample", out)[:, :self.channels]
+        return self._to_eps(self._outputs(x_t, t)[:, :self.channels], x_t, t)
+
+    def _to_eps(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.prediction == "epsilon":
             return out
         alpha_bar = _per_sample(self.levels.alpha_bar(t), x_t)

@@ -213,11 +213,12 @@ FAMILIES: dict[str, Family] = {
         load_score_sde, lambda net, path: ScoreSDEEps(net), _ncsnpp_deep, 106_632_579),
     "guided-diffusion": fixed(
         "diffusion", "guided-diffusion's 256x256_diffusion_uncond.pt (ADM UNet, learned "
-        "variance)", _adm_256, 552_814_086, adapt=lambda net, path: DiscreteTimestepEps(net, 3)),
+        "variance)", _adm_256, 552_814_086,
+        adapt=lambda net, path: DiscreteTimestepEps(net, 3, learned_variance=True)),
     "guided-diffusion-fp16": fixed(
         "diffusion", "256x256_diffusion_uncond.pt with the upstream fp16 trunk (use_fp16=True)",
         lambda: _adm_256(True), 552_814_086,
-        adapt=lambda net, path: DiscreteTimestepEps(net, 3)),
+        adapt=lambda net, path: DiscreteTimestepEps(net, 3, learned_variance=True)),
     "diffusers": Family("diffusion", "a diffusers UNet2DModel folder (e.g. google/ddpm-cifar10-32)",
                         load_diffusers, adapt_diffusers),
     "edm": Family("diffusion", "an EDM snapshot pickle (EDMPrecond(SongUNet), DDPM++)", load_edm,

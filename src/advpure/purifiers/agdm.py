@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat
+from pydantic import Field, NonNegativeFloat, model_validator
 from torch import nn
 
 from .._checks import check_images
@@ -19,7 +19,7 @@ from ..diffusion import (
     ddpm,
     reverse_sde,
 )
-from ..diffusion.ddpm import DDPM_VARIANCES
+from ..diffusion.ddpm import DDPM_VARIANCES, check_variance
 from ..diffusion.samplers import Callback
 from ..guidance import GUIDANCE_GRADS, FromCentered, GuidedEps
 from ..guidance.robust import DISTANCES, LABEL_SOURCES, RobustGuidance
@@ -50,7 +50,21 @@ class AGDMSettings(PurifierSettings):
                                                    "differentiate through the guidance: "
                                                    "second_order | first_order (a constant)")
     ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="discrete form: "
-                                                   "the step's variance, posterior β̃ | beta β")
+                                                   "the step's variance, posterior β̃ | beta β "
+                                                   "| learned (the model's)")
+    clip_denoised: bool = Field(False, description="discrete form: clip x̂0 to [−1, 1] in the "
+                                "posterior mean (guided-diffusion's clip_denoised)")
+
+    def unused_options(self) -> set[str]:
+        return {"ddpm_variance", "clip_denoised"} if self.form == "continuous" else set()
+
+    @model_validator(mode="after")
+    def _discrete_options(self):
+        given = sorted(self.model_fields_set & self.unused_options())
+        if given:
+            raise ValueError(f"{', '.join(given)}: options of AGDM's discrete form (DDPM "
+                             "steps), found form='continuous'")
+        return self
 
     def runs_continuous_time(self) -> bool:
         return self.form == "continuous"
@@ -58,7 +72,7 @@ class AGDMSettings(PurifierSettings):
     def describe_options(self) -> list[str]:
         parts = [f"t*={self.t_star:g}", f"s={self.guidance_scale:g}", f"dt={self.dt:g}"]
         shown = {"form": "form", "guidance_distance": "D", "guidance_label": "ŷ from",
-                 "ddpm_variance": "variance"}
+                 "ddpm_variance": "variance", "clip_denoised": "clip x̂0"}
         parts += [f"{shown[k]}={v}" for k, v in self.changed().items() if k in shown]
         if self.guidance_grad == "first_order":
             parts.append("first-order guidance gradient")
@@ -98,7 +112,9 @@ class AGDM(nn.Module):
         self.dt = s.dt                                            # 1e-3: every level
         self.schedule = schedule_for(s.form, schedule, f"AGDM: the {s.form} form")  # time = form
         self.guidance_scale = s.guidance_scale                    # s (paper: 1)
-        self.ddpm_variance = s.ddpm_variance
+        self.ddpm_variance = check_variance(model, s.ddpm_variance) if s.form == "discrete" \
+            else s.ddpm_variance
+        self.clip_denoised = s.clip_denoised
         self.model = model                                        # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier                              # φ: [0, 1] images -> logits
         self.guidance = RobustGuidance(FromCentered(classifier), s.guidance_distance,
@@ -119,6 +135,7 @@ class AGDM(nn.Module):
         guided = self.guidance_scale > 0
         if self.form == "discrete":                                   # Algorithm 1
             x_0 = ddpm(self.model, x_t, self.schedule, variance=self.ddpm_variance,
+                       clip_denoised=self.clip_denoised,
                        guidance=self.guidance if guided else None,
                        guidance_scale=self.guidance_scale, **run)
         else:                                                         # Eq. 18

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (Field, PositiveFloat, PositiveInt, ValidationError, model_serializer,
+                      model_validator)
 from torch import nn
 
 from ..defense import ENSEMBLE_RULES, GRADIENTS
@@ -98,6 +99,16 @@ class PurifierSettings(DefenseSettings):
 
     def runs_continuous_time(self) -> bool:
         return self.continuous_time
+
+    def unused_options(self) -> set[str]:
+        """Options the other settings make meaningless (DiffPure's other samplers' options,
+        AGDM's DDPM options in its continuous form): given, they are an error (each purifier's
+        validator says why); dumped, they are left out, so that a config round-trips."""
+        return set()
+
+    @model_serializer(mode="wrap")
+    def _without_unused_options(self, handler):
+        return {k: v for k, v in handler(self).items() if k not in self.unused_options()}
 
     def label(self) -> str:
         """The name the description starts with (DiffPure adds its sampler)."""

@@ -8,7 +8,6 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     PositiveFloat,
-    model_serializer,
     model_validator,
 )
 from torch import nn
@@ -25,7 +24,7 @@ from ..diffusion import (
     uniform_like,
 )
 from ..diffusion.catalog import SAMPLER_OPTIONS
-from ..diffusion.ddpm import DDPM_VARIANCES
+from ..diffusion.ddpm import DDPM_VARIANCES, check_variance
 from ..diffusion.langevin import LD_DEFAULTS
 from ..diffusion.samplers import Callback
 from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
@@ -43,7 +42,10 @@ class DiffPureSettings(PurifierSettings):
     t_star_delta: NonNegativeFloat = Field(0.0, description="randomized t*: uniform on t* ± Δ, "
                                            "per image (App. C.4)")
     ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="ddpm: the step's "
-                                                   "variance, posterior β̃ | beta β")
+                                                   "variance, posterior β̃ | beta β | learned "
+                                                   "(the model's, Nichol & Dhariwal Eq. 15)")
+    clip_denoised: bool = Field(False, description="ddpm: clip x̂0 to [−1, 1] in the posterior "
+                                "mean (guided-diffusion's clip_denoised, on in DiffPure's code)")
     ddim_eta: NonNegativeFloat = Field(0.0, description="ddim: η (0: deterministic)")
     ld_sigma2: PositiveFloat = Field(LD_DEFAULTS["sigma2"], description="ld: σ² of the "
                                      "Langevin attraction to the input (Eq. 26)")
@@ -76,10 +78,6 @@ class DiffPureSettings(PurifierSettings):
             raise ValueError("DiffPure: expected 0 <= t_star_delta < t_star <= 1 - "
                              f"t_star_delta, found t_star={self.t_star}, t_star_delta={delta}")
         return self
-
-    @model_serializer(mode="wrap")
-    def _without_unused_options(self, handler):
-        return {k: v for k, v in handler(self).items() if k not in self.unused_options()}
 
     def runs_continuous_time(self) -> bool:
         return SAMPLERS[self.sampler].time == "continuous"
@@ -137,6 +135,8 @@ class DiffPure(nn.Module):
                                      f"DiffPure: a {spec.time}-time sampler")
         self.options = {keyword: getattr(s, name)           # the sampler function's keywords
                         for name, keyword in spec.options.items()}
+        if s.sampler == "ddpm":
+            check_variance(model, s.ddpm_variance)
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
                 gradient: str = "exact", callback: Callback | None = None) -> torch.Tensor:

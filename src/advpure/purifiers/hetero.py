@@ -18,7 +18,7 @@ from ..diffusion import (
     add_noise,
     as_noise_source,
 )
-from ..diffusion.ddpm import DDPM_VARIANCES, ddim_step, ddpm_step
+from ..diffusion.ddpm import DDPM_VARIANCES, check_variance, ddim_step, ddpm_step
 from ..diffusion.samplers import Callback, Step, run_steps
 from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
 
@@ -48,7 +48,10 @@ class HeteroSettings(PurifierSettings):
     resample_stage: Literal[RESAMPLE_STAGES] = Field("stage1", description="resample in stage1 "
                                                      "| at all steps")
     ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="the DDPM steps' "
-                                                   "variance, posterior β̃ | beta β")
+                                                   "variance, posterior β̃ | beta β | learned "
+                                                   "(the model's)")
+    clip_denoised: bool = Field(False, description="clip x̂0 to [−1, 1] in the DDPM steps' "
+                                "posterior mean (guided-diffusion's clip_denoised)")
 
     continuous_time = False
 
@@ -68,7 +71,7 @@ class HeteroSettings(PurifierSettings):
         elif "resampling" in changed or "resample_jumps" in changed:
             parts.append(f"resampling={self.resampling}, U={self.resample_jumps}")
         shown = {"resample_stage": "resample", "mask_normalisation": "mask",
-                 "ddpm_variance": "variance"}
+                 "ddpm_variance": "variance", "clip_denoised": "clip x̂0"}
         parts += [f"{shown[k]}={v}" for k, v in changed.items() if k in shown]
         if self.mask_blocks is not None:
             parts.append(f"blocks={','.join(self.mask_blocks)}")
@@ -118,7 +121,8 @@ class HeteroPure(nn.Module):
         self.resampling = s.resampling
         self.resample_jumps = s.resample_jumps                          # U
         self.resample_stage = s.resample_stage
-        self.ddpm_variance = s.ddpm_variance
+        self.ddpm_variance = check_variance(model, s.ddpm_variance)
+        self.clip_denoised = s.clip_denoised
         self.model = model                  # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier        # the defended classifier: [0, 1] images -> logits
 
@@ -137,20 +141,28 @@ class HeteroPure(nn.Module):
         mask = self.mask(x) if mask is None else mask.to(x)
         x0 = to_centered(x)
         x_t = self.heterogeneous_forward(x0, mask, noise.randn_like(x))
+        stage1, stage2 = self.stage_grids()
+        whole = torch.cat([g for g in (stage1, stage2) if g is not None])
+        if stage1 is not None:
+            step, draws = self.stage_step(inpaint=True, grid=whole)
+            x_t = run_steps(step, x_t, stage1, MultiDraw(noise, draws), gradient=gradient,
+                            callback=callback, context=(x0, mask))
+        if stage2 is not None:
+            step, draws = self.stage_step(inpaint=False, grid=whole)
+            offset = 0 if stage1 is None else len(stage1) - 1
+            x_t = run_steps(step, x_t, stage2, MultiDraw(noise, draws), gradient=gradient,
+                            callback=_shifted(callback, offset))
+        return from_centered(x_t)
+
+    def stage_grids(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The times of stage 1 (t_l down to t_s) and stage 2 (t_s down to 0), respaced by dt;
+        None for a stage without a step."""
         levels = self.schedule
         stage1 = levels.grid(self.t_large, self.t_small, self.dt) \
             if levels.level(self.t_large) > levels.level(self.t_small) else None
-        if stage1 is not None:
-            step, draws = self.stage_step(inpaint=True)
-            x_t = run_steps(step, x_t, stage1, MultiDraw(noise, draws), gradient=gradient,
-                            callback=callback, context=(x0, mask))
-        if levels.level(self.t_small) > 0:
-            step, draws = self.stage_step(inpaint=False)
-            offset = 0 if stage1 is None else len(stage1) - 1
-            x_t = run_steps(step, x_t, levels.grid(self.t_small, 0.0, self.dt),
-                            MultiDraw(noise, draws), gradient=gradient,
-                            callback=_shifted(callback, offset))
-        return from_centered(x_t)
+        stage2 = levels.grid(self.t_small, 0.0, self.dt) if levels.level(self.t_small) > 0 \
+            else None
+        return stage1, stage2
 
     def heterogeneous_forward(self, x0: torch.Tensor, mask: torch.Tensor,
                               eps: torch.Tensor) -> torch.Tensor:
@@ -159,10 +171,13 @@ class HeteroPure(nn.Module):
         weak = add_noise(x0, self.schedule.snap(self.t_small), eps, self.schedule)
         return mask * strong + (1.0 - mask) * weak
 
-    def stage_step(self, inpaint: bool) -> tuple[Step, int]:
+    def stage_step(self, inpaint: bool, grid: torch.Tensor | None = None) -> tuple[Step, int]:
         """The step of stage 1 (``inpaint``) or stage 2 with its resampling, and how many noise
-        draws it takes (they arrive stacked in z)."""
-        once, draws = _denoise_step(self.model, self.schedule, self.ddpm_variance, inpaint)
+        draws it takes (they arrive stacked in z); ``grid``: the whole time grid (the learned
+        variance's last step looks one step up)."""
+        once, draws = _denoise_step(ddpm_step(self.model, self.schedule, self.ddpm_variance,
+                                              clip_denoised=self.clip_denoised, grid=grid),
+                                    self.schedule, inpaint)
         resample = self.resampling if inpaint or self.resample_stage == "all" else "none"
         if resample == "none":
             return once, draws
@@ -201,11 +216,10 @@ def renoise(x: torch.Tensor, t: float, t_to: float, eps: torch.Tensor,
     return ratio ** 0.5 * x + (1.0 - ratio) ** 0.5 * eps
 
 
-def _denoise_step(model: EpsModel, schedule: DiscreteSchedule, variance: str,
-                  inpaint: bool) -> tuple[Step, int]:
-    """One DDPM step n → p (Eq. 9); with ``inpaint`` the known region is then put back (Eqs.
-    6–8). Draws: z[0] the DDPM noise, z[1] the known region's ε."""
-    ancestral = ddpm_step(model, schedule, variance)
+def _denoise_step(ancestral: Step, schedule: DiscreteSchedule, inpaint: bool
+                  ) -> tuple[Step, int]:
+    """One DDPM step n → p (Eq. 9, ``ancestral``); with ``inpaint`` the known region is then put
+    back (Eqs. 6–8). Draws: z[0] the DDPM noise, z[1] the known region's ε."""
 
     def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
              *context: torch.Tensor) -> torch.Tensor:
