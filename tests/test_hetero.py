@@ -281,7 +281,7 @@ def test_masks_command_writes_its_figure(tmp_path):
 def test_public_classifier_architectures_have_default_mask_blocks(build):
     """The block outputs of the public architectures (Pei et al. use every block) exist and
     give a mask that is neither empty nor full on structured images."""
-    from advpure.attention import DEFAULT_BLOCKS
+    from advpure.attention import default_blocks
     from advpure.models.resnet_cifar import ResNet18
     from advpure.models.resnet_imagenet import ResNet50
     from advpure.models.wideresnet import WideResNet
@@ -291,6 +291,42 @@ def test_public_classifier_architectures_have_default_mask_blocks(build):
              "resnet50": lambda: ResNet50(layers=(1, 1, 1, 1), num_classes=10)}[build]().eval()
     x = torch.rand(2, 3, 32, 32)
     maps = attention_maps(model, x)
-    assert len(maps) == len(DEFAULT_BLOCKS[type(model).__name__]) == 4
+    assert len(maps) == len(default_blocks(model)) == 4
     mask = attention_mask(model, x)
     assert 0 < float(mask.mean()) < 1
+
+
+def test_the_wideresnet_mask_hooks_each_group_s_last_activation():
+    """Pei et al. (and their code) hook blockK.layer[-1].relu2 and the final ReLU, not the
+    groups' residual sums; every hooked output is an activation (≥ 0)."""
+    from advpure.attention import block_activations, default_blocks
+    from advpure.models.resnet_cifar import ResNet18
+    from advpure.models.wideresnet import WideResNet
+
+    torch.manual_seed(0)
+    wrn = WideResNet(16, 2).eval()                        # two blocks per group
+    names = default_blocks(wrn)
+    assert names == ("block1.layer.1.relu2", "block2.layer.1.relu2", "block3.layer.1.relu2",
+                     "relu")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad(), block_activations(wrn, names + ("block1",)) as seen:
+        wrn(x)
+    assert all(float(seen[n].min()) >= 0.0 for n in names)
+    assert float(seen["block1"].min()) < 0.0                # the residual sum is not one
+    resnet = ResNet18().eval()                              # its stages end in their ReLU
+    with torch.no_grad(), block_activations(resnet, default_blocks(resnet)) as seen:
+        resnet(x)
+    assert all(float(a.min()) >= 0.0 for a in seen.values())
+
+
+@pytest.mark.parametrize("top", [0.15, 0.5])
+def test_a_top_k_mask_covers_k_of_the_pixels(digits_batch, top):
+    import math
+
+    x, _ = digits_batch
+    mask = attention_mask(tiny_cnn(), x, top=top)
+    assert mask.sum(dim=(1, 2, 3)).tolist() == [math.ceil(top * 64)] * len(x)
+    hetero = HeteroPure(tiny_unet(), tiny_cnn(), mask_top=top, dt=0.05)
+    torch.testing.assert_close(hetero.mask(x), mask)
+    with pytest.raises(ValueError, match="expected a threshold tau or a fraction mask_top"):
+        HeteroPure(tiny_unet(), tiny_cnn(), mask_top=top, tau=0.7)

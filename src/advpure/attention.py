@@ -17,6 +17,7 @@ classifier is also the defended model, so no hook may stay attached), and nothin
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,13 +30,19 @@ from ._checks import check_choice, check_images
 
 NORMALISATIONS = ("minmax", "softmax")
 DEFAULT_TAU = 0.8
-DEFAULT_BLOCKS: dict[str, tuple[str, ...]] = {   # classifier class -> last activation per block
+def _wideresnet_blocks(model: nn.Module) -> tuple[str, ...]:
+    """The last activation of each block group, ``blockK.layer[-1].relu2``, and the final ReLU:
+    the paper's four blocks of a WideResNet-28-10 (Table 7), as the authors' code hooks them
+    (a pre-activation group ends in a residual sum, not in an activation)."""
+    last = {k: len(getattr(model, f"block{k}").layer) - 1 for k in (1, 2, 3)}
+    return tuple(f"block{k}.layer.{i}.relu2" for k, i in last.items()) + ("relu",)
+
+
+DEFAULT_BLOCKS = {   # classifier class -> the module of each block's last activation
     "SmallCNN": ("features.1", "features.3", "features.6"),
-    "ResNet18": ("layer1", "layer2", "layer3", "layer4"),     # each stage ends in a ReLU
-    "ResNet50": ("layer1", "layer2", "layer3", "layer4"),
-    # pre-activation: the three groups' sums, then the final BN–ReLU (the paper's four blocks
-    # of a WideResNet-28-10, Table 7)
-    "WideResNet": ("block1", "block2", "block3", "relu"),
+    "ResNet18": ("layer1", "layer2", "layer3", "layer4"),     # each stage's output is its ReLU's
+    "ResNet50": ("layer1", "layer2", "layer3", "layer4"),     # (the blocks' last op is the ReLU)
+    "WideResNet": _wideresnet_blocks,
 }
 
 
@@ -50,7 +57,8 @@ def default_blocks(classifier: nn.Module) -> tuple[str, ...]:
         raise ValueError(f"attention mask: no default blocks for a {name}; pass the module names "
                          f"of its block outputs (mask_blocks), e.g. from "
                          f"[n for n, _ in classifier.named_modules()]")
-    return DEFAULT_BLOCKS[name]
+    blocks = DEFAULT_BLOCKS[name]
+    return blocks(classifier) if callable(blocks) else blocks
 
 
 @contextmanager
@@ -92,16 +100,31 @@ def attention_maps(classifier: nn.Module, x: torch.Tensor, blocks: Sequence[str]
 
 def attention_mask(classifier: nn.Module, x: torch.Tensor, tau: float = DEFAULT_TAU,
                    blocks: Sequence[str] | None = None, power: float = 2.0,
-                   normalisation: str = "minmax") -> torch.Tensor:
-    """M = ∪_m 𝟙[AM_m > τ] (Eq. 4) as a float N × 1 × H × W tensor of 0s and 1s.
+                   normalisation: str = "minmax", top: float | None = None) -> torch.Tensor:
+    """M = ∪_m 𝟙[AM_m > τ] (Eq. 4) as a float N × 1 × H × W tensor of 0s and 1s; with ``top``
+    = q instead, the ⌈q·H·W⌉ pixels of highest attention max_m AM_m (the authors' ImageNet
+    setting, q = 0.15; ties broken by position), whatever τ.
 
     A hard threshold has zero derivative almost everywhere, so the mask is computed without a
     graph and is a constant in backward (as the authors do); attacks differentiate the rest.
     """
     maps = attention_maps(classifier, x, blocks, power, normalisation)
+    if top is not None:
+        return top_pixels(maps.amax(dim=0), top).unsqueeze(1).to(x.dtype)
     mask = (maps > tau).any(dim=0).unsqueeze(1).to(x.dtype)
     _warn_if_degenerate(mask, tau)
     return mask
+
+
+def top_pixels(attention: torch.Tensor, fraction: float) -> torch.Tensor:
+    """N × H × W booleans: the ⌈fraction·H·W⌉ highest values of each image's map."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"attention mask: expected a fraction in (0, 1], found {fraction}")
+    flat = attention.flatten(1)
+    k = math.ceil(fraction * flat.shape[1])
+    chosen = torch.zeros_like(flat, dtype=torch.bool)
+    chosen.scatter_(1, flat.topk(k, dim=1).indices, True)
+    return chosen.view_as(attention)
 
 
 def _channel_norm(activation: torch.Tensor, power: float) -> torch.Tensor:

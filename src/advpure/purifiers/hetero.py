@@ -36,6 +36,9 @@ class HeteroSettings(PurifierSettings):
     t_small: float = Field(0.05, gt=0.0, le=1.0, description="t_s, the noise outside it")
     tau: float = Field(DEFAULT_TAU, ge=0.0, lt=1.0, description="mask threshold τ on the "
                        "normalised attention maps")
+    mask_top: float | None = Field(None, gt=0.0, lt=1.0, description="mask the fraction of "
+                                   "most-attended pixels instead of thresholding at τ (the "
+                                   "authors' ImageNet setting: 0.15)")
     mask_blocks: tuple[str, ...] | None = Field(None, description="classifier module names "
                                                 "whose outputs make the mask (None: the "
                                                 "architecture's blocks)")
@@ -56,15 +59,25 @@ class HeteroSettings(PurifierSettings):
     continuous_time = False
 
     @model_validator(mode="after")
+    def _top_or_tau(self):
+        if "tau" in self.model_fields_set and self.mask_top is not None:
+            raise ValueError(f"expected a threshold tau or a fraction mask_top, found both "
+                             f"(tau={self.tau}, mask_top={self.mask_top})")
+        return self
+
+    @model_validator(mode="after")
     def _times_ordered(self):
         if not self.t_small <= self.t_large:
             raise ValueError(f"HeteroPure: expected 0 < t_small <= t_large <= 1, found t_small="
                              f"{self.t_small}, t_large={self.t_large}")
         return self
 
+    def unused_options(self) -> set[str]:
+        return {"tau"} if self.mask_top is not None else set()
+
     def describe_options(self) -> list[str]:
-        parts = [f"t_l={self.t_large:g}", f"t_s={self.t_small:g}", f"τ={self.tau:g}",
-                 f"dt={self.dt:g}"]
+        region = f"τ={self.tau:g}" if self.mask_top is None else f"top {self.mask_top:.0%}"
+        parts = [f"t_l={self.t_large:g}", f"t_s={self.t_small:g}", region, f"dt={self.dt:g}"]
         changed = self.changed()
         if self.resampling == "none":
             parts.append("no resampling")
@@ -117,6 +130,7 @@ class HeteroPure(nn.Module):
             raise ValueError("HeteroPure: expected a DiscreteSchedule (DDPM steps), found "
                              f"{type(self.schedule).__name__}")
         self.mask_blocks = s.mask_blocks
+        self.mask_top = s.mask_top                                      # None: threshold τ
         self.mask_normalisation = s.mask_normalisation
         self.resampling = s.resampling
         self.resample_jumps = s.resample_jumps                          # U
@@ -129,7 +143,7 @@ class HeteroPure(nn.Module):
     def mask(self, x: torch.Tensor) -> torch.Tensor:
         """The attention mask of ``x`` (N × 1 × H × W, 0/1), Eq. 4."""
         return attention_mask(self.classifier, x, self.tau, self.mask_blocks,
-                              normalisation=self.mask_normalisation)
+                              normalisation=self.mask_normalisation, top=self.mask_top)
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
                 gradient: str = "exact", callback: Callback | None = None,
