@@ -330,3 +330,54 @@ def test_a_top_k_mask_covers_k_of_the_pixels(digits_batch, top):
     torch.testing.assert_close(hetero.mask(x), mask)
     with pytest.raises(ValueError, match="expected a threshold tau or a fraction mask_top"):
         HeteroPure(tiny_unet(), tiny_cnn(), mask_top=top, tau=0.7)
+
+
+class DiscreteGaussianEps(torch.nn.Module):
+    """The exact eps of N(mu, s²) pixels on the discrete schedule: √(1 − ᾱ)(x − √ᾱ mu) /
+    (ᾱ s² + 1 − ᾱ)."""
+
+    def __init__(self, mu: float = 0.2, var: float = 0.3):
+        super().__init__()
+        self.mu, self.var, self.schedule = mu, var, DiscreteSchedule()
+
+    def forward(self, x, t):
+        a = self.schedule.alpha_bar(t).to(x.dtype).view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.var + 1 - a)
+
+
+def test_the_authors_code_variant_matches_its_stages_by_hand(digits_batch):
+    """Stage 1: impose the known region at level n, U one-level forward steps, one DDIM (η = 0)
+    jump from n + U to p; stage 2: DDIM (η = 0); computed here from the recorded noise."""
+    x, _ = digits_batch
+    x, jumps, eps_model, schedule = x[:3].double(), 3, DiscreteGaussianEps(), DiscreteSchedule()
+    mask = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).double()
+    noise = Recording(SEEDS[:3])
+    out = HeteroPure(eps_model, tiny_cnn(torch.float64), variant="authors-code", dt=0.025,
+                     resample_jumps=jumps)(x, noise, mask=mask)
+
+    def ab(level):
+        return float(schedule.alpha_bar(level / 1000))
+
+    def ddim(state, n, p):
+        eps = eps_model(state, torch.full((3,), n / 1000, dtype=torch.float64))
+        x0_hat = (state - (1 - ab(n)) ** 0.5 * eps) / ab(n) ** 0.5
+        return ab(p) ** 0.5 * x0_hat + (1 - ab(p)) ** 0.5 * eps
+
+    draws = iter(noise.draws)
+    x0, first = 2 * x - 1, next(draws)
+    state = mask * (ab(200) ** 0.5 * x0 + (1 - ab(200)) ** 0.5 * first) + \
+        (1 - mask) * (ab(50) ** 0.5 * x0 + (1 - ab(50)) ** 0.5 * first)
+    for n in range(200, 50, -25):                              # stage 1: 200 → 50
+        z = [next(draws) for _ in range(1 + jumps)]
+        state = mask * state + (1 - mask) * (ab(n) ** 0.5 * x0 + (1 - ab(n)) ** 0.5 * z[0])
+        for i in range(jumps):
+            a = ab(n + i + 1) / ab(n + i)
+            state = a ** 0.5 * state + (1 - a) ** 0.5 * z[1 + i]
+        state = ddim(state, n + jumps, n - 25)
+    for n in (50, 25):                                         # stage 2: 50 → 0, DDIM
+        next(draws)
+        state = ddim(state, n, n - 25)
+    torch.testing.assert_close(out, ((state + 1) / 2).clamp(0, 1))
+    assert next(draws, None) is None
+    with pytest.raises(ValueError, match="options of the paper's algorithm"):
+        HeteroPure(eps_model, tiny_cnn(), variant="authors-code", resampling="none")

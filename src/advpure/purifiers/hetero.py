@@ -24,6 +24,8 @@ from .base import Models, PurifierSettings, from_centered, module_settings, to_c
 
 RESAMPLINGS = ("single", "repaint", "none")
 RESAMPLE_STAGES = ("stage1", "all")
+VARIANTS = ("paper", "authors-code")
+AUTHORS_CODE_UNUSED = {"resampling", "resample_stage", "ddpm_variance", "clip_denoised"}
 
 
 class HeteroSettings(PurifierSettings):
@@ -50,6 +52,10 @@ class HeteroSettings(PurifierSettings):
     resample_jumps: PositiveInt = Field(10, description="U of the resampling")
     resample_stage: Literal[RESAMPLE_STAGES] = Field("stage1", description="resample in stage1 "
                                                      "| at all steps")
+    variant: Literal[VARIANTS] = Field("paper", description="paper (Algorithm 1: DDPM steps, "
+                                       "single-step resampling) | authors-code (stage 1: "
+                                       "impose the known region, U one-level forward steps, "
+                                       "one DDIM jump back; stage 2: DDIM, η = 0)")
     ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="the DDPM steps' "
                                                    "variance, posterior β̃ | beta β | learned "
                                                    "(the model's)")
@@ -73,12 +79,24 @@ class HeteroSettings(PurifierSettings):
         return self
 
     def unused_options(self) -> set[str]:
-        return {"tau"} if self.mask_top is not None else set()
+        unused = {"tau"} if self.mask_top is not None else set()
+        return unused | (AUTHORS_CODE_UNUSED if self.variant == "authors-code" else set())
+
+    @model_validator(mode="after")
+    def _variant_options(self):
+        given = sorted(self.model_fields_set & AUTHORS_CODE_UNUSED)
+        if self.variant == "authors-code" and given:
+            raise ValueError(f"{', '.join(given)}: options of the paper's algorithm; the "
+                             "authors'-code variant takes DDIM steps and U forward steps "
+                             "(resample_jumps)")
+        return self
 
     def describe_options(self) -> list[str]:
         region = f"τ={self.tau:g}" if self.mask_top is None else f"top {self.mask_top:.0%}"
         parts = [f"t_l={self.t_large:g}", f"t_s={self.t_small:g}", region, f"dt={self.dt:g}"]
         changed = self.changed()
+        if self.variant == "authors-code":
+            return parts + [f"authors' code, U={self.resample_jumps}"]
         if self.resampling == "none":
             parts.append("no resampling")
         elif "resampling" in changed or "resample_jumps" in changed:
@@ -113,6 +131,22 @@ class HeteroPure(nn.Module):
       the re-noised input.
 
     Time is the discrete DDPM schedule (levels round(1000·t)); ``dt`` respaces both stages.
+
+    **Stage boundary.** Algorithm 1 counts the step out of level t_s as stage 1, so its last
+    imposition of the known region is at level t_s − 1; here stage 1 is the steps that *land*
+    on a level ≥ t_s (the last imposition is at t_s, as in the authors' code, whose stage 1 is
+    the steps with target ≥ t_s). Imposing once more below t_s would put the input back,
+    re-noised, at a level under the weak noise t_s — one level in the paper, but one respaced
+    grid step (dt·1000 levels) here — so the pixels outside the mask are never noised less
+    than t_s.
+
+    **Variants.** ``variant="paper"`` (default) is the above. ``"authors-code"`` is what the
+    authors' released code runs (github.com/GaozhengPei/Purification, ``purification.py``):
+    no DDPM step in stage 1 (impose the known region at the current level, U one-level forward
+    steps, one DDIM η = 0 jump back to the next grid level) and DDIM η = 0 in stage 2. Its
+    defaults differ from the paper's text (t_s = 0.1, τ = 0.85, 200 DDIM levels for the
+    defense and 10 for the attack's surrogate, U = 10, a majority vote over 20 runs; the top
+    15 % of pixels on ImageNet); the paper does not say which of the two its tables used.
     Options: ``settings`` (a ``HeteroSettings``) or its fields as keywords; the mask comes from
     ``classifier``.
     """
@@ -135,6 +169,7 @@ class HeteroPure(nn.Module):
         self.resampling = s.resampling
         self.resample_jumps = s.resample_jumps                          # U
         self.resample_stage = s.resample_stage
+        self.variant = s.variant                                        # paper | authors-code
         self.ddpm_variance = check_variance(model, s.ddpm_variance)
         self.clip_denoised = s.clip_denoised
         self.model = model                  # eps(x_t, t), x_t in [−1, 1]
@@ -156,6 +191,10 @@ class HeteroPure(nn.Module):
         x0 = to_centered(x)
         x_t = self.heterogeneous_forward(x0, mask, noise.randn_like(x))
         stage1, stage2 = self.stage_grids()
+        if self.variant == "authors-code":
+            x_t = authors_code_stages(self.model, self.schedule, x_t, stage1, stage2, noise,
+                                      self.resample_jumps, gradient, callback, (x0, mask))
+            return from_centered(x_t)
         whole = torch.cat([g for g in (stage1, stage2) if g is not None])
         if stage1 is not None:
             step, draws = self.stage_step(inpaint=True, grid=whole)
@@ -203,6 +242,44 @@ class HeteroPure(nn.Module):
     def extra_repr(self) -> str:
         return (f"t_large={self.t_large}, t_small={self.t_small}, tau={self.tau}, dt={self.dt}, "
                 f"resampling={self.resampling}, U={self.resample_jumps}")
+
+
+def authors_code_stages(model: EpsModel, schedule: DiscreteSchedule, x_t: torch.Tensor,
+                        stage1: torch.Tensor | None, stage2: torch.Tensor | None,
+                        noise: NoiseSource, jumps: int, gradient: str,
+                        callback: Callback | None, context: tuple[torch.Tensor, ...]
+                        ) -> torch.Tensor:
+    """The two stages as the authors' code runs them (``variant="authors-code"``)."""
+    if stage1 is not None:
+        x_t = run_steps(_authors_stage1_step(model, schedule, jumps), x_t, stage1,
+                        MultiDraw(noise, 1 + jumps), gradient=gradient, callback=callback,
+                        context=context)
+    if stage2 is not None:
+        offset = 0 if stage1 is None else len(stage1) - 1
+        back = ddim_step(model, schedule, eta=0.0)
+        x_t = run_steps(lambda x, t, t_next, z: back(x, t, t_next, torch.zeros_like(x)), x_t,
+                        stage2, noise, gradient=gradient, callback=_shifted(callback, offset))
+    return x_t
+
+
+def _authors_stage1_step(model: EpsModel, schedule: DiscreteSchedule, jumps: int) -> Step:
+    """Stage 1 of the authors' code, n → p: impose the known region at level n (fresh ε, z[0]),
+    diffuse U single levels forward (x_{k+1} = √α_{k+1} x_k + √(1 − α_{k+1}) z[i]) and jump
+    back to p with one DDIM step, η = 0; no DDPM step. (Their code indexes timesteps from 0, one
+    level above ours, and stops at the first noised level; here the grid ends at level 0.)"""
+    back = ddim_step(model, schedule, eta=0.0)
+    level = 1.0 / schedule.levels
+
+    def step(x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
+             *context: torch.Tensor) -> torch.Tensor:
+        x0, mask = context
+        x = _inpaint(x, known_region(x0, t, z[0], schedule), mask)
+        for i in range(jumps):
+            here = min(t + i * level, 1.0 - level)
+            x = renoise(x, here, here + level, z[1 + i], schedule)
+        far = min(t + jumps * level, 1.0)
+        return back(x, far, t_next, torch.zeros_like(x))
+    return step
 
 
 class MultiDraw:
