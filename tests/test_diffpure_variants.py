@@ -73,3 +73,20 @@ def test_ddpm_variance_option_is_checked():
         DiffPure(tiny_unet(), sampler="ddpm", ddpm_variance="large")
 
 
+
+
+@pytest.mark.parametrize("build", ["sde", "ode", "coup"])
+def test_t_end_stops_the_continuous_reverse_process_there(digits_batch, build):
+    """The papers integrate to t = 0; the authors' code stops at 1e-5 (``t_end``)."""
+    from advpure.purifiers import COUP
+    from conftest import tiny_cnn
+
+    x, _ = digits_batch
+    for t_end in (0.0, 0.02):
+        purifier = COUP(tiny_unet(), tiny_cnn(), dt=0.02, t_end=t_end) if build == "coup" \
+            else DiffPure(tiny_unet(), t_star=0.1, dt=0.02, sampler=build, t_end=t_end)
+        times = []
+        purifier(x, torch.Generator().manual_seed(0), callback=lambda i, t, x_t: times.append(t))
+        assert min(float(t) for t in times) == pytest.approx(t_end)
+    with pytest.raises(ValueError, match="t_end"):
+        DiffPure(tiny_unet(), sampler="ddpm", t_end=1e-5)

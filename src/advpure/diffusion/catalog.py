@@ -27,9 +27,10 @@ class SamplerSpec:
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "sde": SamplerSpec(reverse_sde, "continuous",
-                       "reverse VP-SDE, Euler–Maruyama (DiffPure Eq. 4)"),
+                       "reverse VP-SDE, Euler–Maruyama (DiffPure Eq. 4)", {"t_end": "t_end"}),
     "ode": SamplerSpec(probability_flow_ode, "continuous",
-                       "probability-flow VP-ODE, Euler (DiffPure App. B.4, Eq. 28)"),
+                       "probability-flow VP-ODE, Euler (DiffPure App. B.4, Eq. 28)",
+                       {"t_end": "t_end"}),
     "ld": SamplerSpec(langevin_sde, "continuous",
                       "LD-SDE, Langevin dynamics from the input (DiffPure App. B.4, Eq. 26)",
                       {"ld_sigma2": "sigma2", "ld_lambda": "lam", "ld_eta": "eta",
@@ -40,5 +41,6 @@ SAMPLERS: dict[str, SamplerSpec] = {
                         {"ddim_eta": "eta"}),
 }
 
-SAMPLER_OPTIONS: dict[str, str] = {name: sampler for sampler, spec in SAMPLERS.items()
-                                   for name in spec.options}     # option -> its sampler
+SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {                 # option -> the samplers taking it
+    name: tuple(s for s, spec in SAMPLERS.items() if name in spec.options)
+    for name in dict.fromkeys(n for spec in SAMPLERS.values() for n in spec.options)}

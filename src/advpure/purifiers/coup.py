@@ -46,6 +46,15 @@ class COUPSettings(PurifierSettings):
                                             "guidance (None: the defended classifier)")
     forward_noise: bool = Field(False, description="diffuse to t* first as DiffPure does (not "
                                 "in the paper)")
+    t_end: NonNegativeFloat = Field(0.0, description="where the reverse SDE stops (the paper: "
+                                    "0; COUP's code: 1e-5)")
+
+    @model_validator(mode="after")
+    def _ends_before_it_starts(self):
+        if not self.t_end < self.t_star:
+            raise ValueError(f"COUP: expected t_end < t_star, found t_end={self.t_end}, "
+                             f"t_star={self.t_star}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -62,7 +71,7 @@ class COUPSettings(PurifierSettings):
             parts.append("first-order guidance gradient")
         if self.guidance_classifier is not None:
             parts.append(f"guided by {self.guidance_classifier}")
-        return parts
+        return parts + ([f"t_end={self.t_end:g}"] if self.t_end else [])
 
     def build(self, models: Models) -> COUP:
         guide = models.classifier if self.guidance_classifier is None else \
@@ -120,7 +129,8 @@ class COUP(nn.Module):
         x_t = to_centered(x)
         if self.forward_noise:
             x_t = add_noise(x_t, self.t_star, noise.randn_like(x_t), self.schedule)
-        x_0 = reverse_sde(self.guided, x_t, self.schedule, t_start=self.t_star, dt=self.dt,
+        x_0 = reverse_sde(self.guided, x_t, self.schedule, t_start=self.t_star,
+                          t_end=self.settings.t_end, dt=self.dt,
                           noise=noise, gradient=gradient, callback=callback)
         return from_centered(x_0)
 

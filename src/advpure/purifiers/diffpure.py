@@ -46,6 +46,8 @@ class DiffPureSettings(PurifierSettings):
                                                    "(the model's, Nichol & Dhariwal Eq. 15)")
     clip_denoised: bool = Field(False, description="ddpm: clip x̂0 to [−1, 1] in the posterior "
                                 "mean (guided-diffusion's clip_denoised, on in DiffPure's code)")
+    t_end: NonNegativeFloat = Field(0.0, description="sde, ode: where the reverse process "
+                                    "stops (the paper: 0; DiffPure's code: 1e-5)")
     ddim_eta: NonNegativeFloat = Field(0.0, description="ddim: η (0: deterministic)")
     ld_sigma2: PositiveFloat = Field(LD_DEFAULTS["sigma2"], description="ld: σ² of the "
                                      "Langevin attraction to the input (Eq. 26)")
@@ -58,7 +60,7 @@ class DiffPureSettings(PurifierSettings):
 
     def unused_options(self) -> set[str]:
         """The options the sampler does not take: other samplers' (and t*, Δ for ld)."""
-        unused = {k for k, sampler in SAMPLER_OPTIONS.items() if sampler != self.sampler}
+        unused = {k for k, owners in SAMPLER_OPTIONS.items() if self.sampler not in owners}
         return unused | (set() if SAMPLERS[self.sampler].uses_t_star else
                          {"t_star", "t_star_delta"})
 
@@ -67,16 +69,18 @@ class DiffPureSettings(PurifierSettings):
         stray = sorted(self.model_fields_set & self.unused_options())
         own = ", ".join(SAMPLERS[self.sampler].options) or "none"
         if any(k in SAMPLER_OPTIONS for k in stray):
-            found = ", ".join(f"{k}={getattr(self, k)!r} (sampler {SAMPLER_OPTIONS[k]!r})"
+            found = ", ".join(f"{k}={getattr(self, k)!r} (sampler "
+                              f"{'/'.join(SAMPLER_OPTIONS[k])!r})"
                               for k in stray if k in SAMPLER_OPTIONS)
             raise ValueError(f"sampler {self.sampler!r} takes options {own}, found {found}")
         if stray:
             raise ValueError(f"sampler {self.sampler!r} has no t* (no forward noising); found "
                              + ", ".join(f"{k}={getattr(self, k)}" for k in stray))
-        delta = self.t_star_delta
-        if SAMPLERS[self.sampler].uses_t_star and not delta < self.t_star <= 1.0 - delta:
-            raise ValueError("DiffPure: expected 0 <= t_star_delta < t_star <= 1 - "
-                             f"t_star_delta, found t_star={self.t_star}, t_star_delta={delta}")
+        delta, end = self.t_star_delta, self.t_end
+        if SAMPLERS[self.sampler].uses_t_star and not end + delta < self.t_star <= 1.0 - delta:
+            raise ValueError("DiffPure: expected t_end + t_star_delta < t_star <= 1 - "
+                             f"t_star_delta, found t_star={self.t_star}, t_star_delta={delta}, "
+                             f"t_end={end}")
         return self
 
     def runs_continuous_time(self) -> bool:
