@@ -47,6 +47,42 @@ def check_second_order_gradient(f, x: torch.Tensor, grads: dict[str, torch.Tenso
         assert error["first_order"] > 1e3 * error["second_order"] + 1e-6 * abs(fd), error
 
 
+def weighted_output_loss(purifier, gradient: str = "exact"):
+    """(f, x): f(x) = ⟨purifier(x), w⟩ with fixed noise and random weights w, at a float64 batch
+    x of two images inside (0.3, 0.7) — the attack loss of the gradient tests."""
+    g = torch.Generator().manual_seed(3)
+    x = 0.3 + 0.4 * torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    weights = torch.randn(x.shape, generator=g, dtype=torch.float64)
+
+    def f(x):
+        from advpure.diffusion import PerSampleNoise
+
+        return (purifier(x, PerSampleNoise.from_seeds([7, 8]), gradient=gradient) * weights).sum()
+    return f, x
+
+
+def gradient_at(f, x: torch.Tensor) -> torch.Tensor:
+    """∇f(x)."""
+    xg = x.clone().requires_grad_(True)
+    return torch.autograd.grad(f(xg), xg)[0]
+
+
+class PixelGaussianEps(torch.nn.Module):
+    """The exact eps of N(mu, s²) pixels: √(1 − ᾱ)(x − √ᾱ mu) / (ᾱ s² + 1 − ᾱ), on ``schedule``
+    (the discrete DDPM one by default, or the VP one)."""
+
+    def __init__(self, mu: float = 0.2, var: float = 0.3, schedule=None):
+        super().__init__()
+        from advpure.diffusion import DiscreteSchedule
+
+        self.mu, self.var = mu, var
+        self.schedule = DiscreteSchedule() if schedule is None else schedule
+
+    def forward(self, x, t):
+        a = self.schedule.alpha_bar(t).to(x.dtype).view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.var + 1 - a)
+
+
 class CountingEps(torch.nn.Module):
     """An eps-model that counts its calls."""
 

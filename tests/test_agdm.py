@@ -15,7 +15,8 @@ from advpure.guidance import FromCentered
 from advpure.guidance.robust import RobustGuidance, distance
 from advpure.purifiers import AGDM, DiffPure
 from advpure.training.guidance import GuidanceTraining, kl_divergence, train_guidance
-from conftest import check_second_order_gradient, smooth_classifier, tiny_cnn, tiny_unet
+from conftest import (check_second_order_gradient, gradient_at, smooth_classifier, tiny_cnn,
+                      tiny_unet, weighted_output_loss)
 
 
 @pytest.mark.parametrize("form, sampler", [("discrete", "ddpm"), ("continuous", "sde")])
@@ -58,21 +59,13 @@ def test_the_guided_ddpm_step_shifts_the_mean_by_s_sigma_gradient_terms(variance
 
 
 def agdm_loss(form: str, guidance_grad: str, gradient: str = "exact"):
-    g = torch.Generator().manual_seed(3)
-    x = 0.3 + 0.4 * torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
-    weights = torch.randn(x.shape, generator=g, dtype=torch.float64)
     agdm = AGDM(tiny_unet(torch.float64), smooth_classifier(seed=6), t_star=0.05, dt=0.01, form=form,
                 guidance_scale=3.0, guidance_grad=guidance_grad)
-
-    def f(x):
-        return (agdm(x, PerSampleNoise.from_seeds([7, 8]), gradient=gradient) * weights).sum()
-    return f, x
+    return weighted_output_loss(agdm, gradient)
 
 
 def attack_gradient(form: str, guidance_grad: str, gradient: str = "exact") -> torch.Tensor:
-    f, x = agdm_loss(form, guidance_grad, gradient)
-    xg = x.clone().requires_grad_(True)
-    return torch.autograd.grad(f(xg), xg)[0]
+    return gradient_at(*agdm_loss(form, guidance_grad, gradient))
 
 
 @pytest.mark.parametrize("form", ["discrete", "continuous"])

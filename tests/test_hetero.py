@@ -17,7 +17,7 @@ from advpure.diffusion.ddpm import ddpm
 from advpure.evaluation import DefenseConfig
 from advpure.purifiers import DiffPure, HeteroPure
 from advpure.purifiers.hetero import known_region
-from conftest import CountingEps, tiny_cnn, tiny_unet
+from conftest import CountingEps, PixelGaussianEps, tiny_cnn, tiny_unet
 
 SEEDS = [3, 4, 5, 6, 7, 8]
 
@@ -126,7 +126,7 @@ def test_an_empty_mask_is_purification_at_t_small(digits_batch, resampling, per_
 
 def test_a_full_mask_is_purification_at_t_large(digits_batch):
     x, _ = digits_batch
-    model, schedule = tiny_unet(), DiscreteSchedule()
+    model = tiny_unet()
     noise = Recording(SEEDS)
     out = HeteroPure(model, tiny_cnn(), dt=0.01, resampling="none")(
         x, noise, mask=torch.ones(len(x), 1, 8, 8))
@@ -332,24 +332,11 @@ def test_a_top_k_mask_covers_k_of_the_pixels(digits_batch, top):
         HeteroPure(tiny_unet(), tiny_cnn(), mask_top=top, tau=0.7)
 
 
-class DiscreteGaussianEps(torch.nn.Module):
-    """The exact eps of N(mu, s²) pixels on the discrete schedule: √(1 − ᾱ)(x − √ᾱ mu) /
-    (ᾱ s² + 1 − ᾱ)."""
-
-    def __init__(self, mu: float = 0.2, var: float = 0.3):
-        super().__init__()
-        self.mu, self.var, self.schedule = mu, var, DiscreteSchedule()
-
-    def forward(self, x, t):
-        a = self.schedule.alpha_bar(t).to(x.dtype).view(-1, 1, 1, 1)
-        return (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.var + 1 - a)
-
-
 def test_the_authors_code_variant_matches_its_stages_by_hand(digits_batch):
     """Stage 1: impose the known region at level n, U one-level forward steps, one DDIM (η = 0)
     jump from n + U to p; stage 2: DDIM (η = 0); computed here from the recorded noise."""
     x, _ = digits_batch
-    x, jumps, eps_model, schedule = x[:3].double(), 3, DiscreteGaussianEps(), DiscreteSchedule()
+    x, jumps, eps_model, schedule = x[:3].double(), 3, PixelGaussianEps(), DiscreteSchedule()
     mask = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).double()
     noise = Recording(SEEDS[:3])
     out = HeteroPure(eps_model, tiny_cnn(torch.float64), variant="authors-code", dt=0.025,

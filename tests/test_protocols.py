@@ -208,8 +208,13 @@ def test_sweep_over_the_eot_count_and_the_table_of_defenses(tmp_path):
     table = json.loads((tmp_path / "table" / "table.json").read_text())
     assert [r["defense"] for r in table["rows"]] == ["none", "diffpure(t*=0.1, dt=0.05)"]
     for row in table["rows"]:               # one attack: the worst case is that attack
-        assert row["worst case (ours)"] == row["pgd-linf(eps=0.2, 1 steps, EOT 1)"]
+        for kind in ("single_draw", "vote", "all_draws"):
+            assert row[f"{kind}: worst case (ours)"] == \
+                row[f"{kind}: pgd-linf(eps=0.2, 1 steps, EOT 1)"]
+        assert float(row["seconds: pgd-linf(eps=0.2, 1 steps, EOT 1)"]) >= 0
     assert (tmp_path / "table" / "table.csv").is_file()
+    markdown = (tmp_path / "table" / "table.md").read_text()
+    assert "## All-draws accuracy" in markdown and "## Compute time per attack" in markdown
 
 
 def test_saved_adversarial_images_come_back_with_the_grid_and_files_list_defenses(tmp_path):

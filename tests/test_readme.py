@@ -107,7 +107,7 @@ def test_the_readme_python_blocks_run(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     for name in ("pgd", "apgd_eot", "apgd_official", "autoattack", "square", "stadv",
-                 "diffusion_only"):
+                 "diffusion_only", "diffattack", "diffhammer", "low_frequency"):
         monkeypatch.setattr(attacks, name, checked(getattr(attacks, name)))
     monkeypatch.setattr(runner, "run_evaluation", shrunk(runner.run_evaluation))
     monkeypatch.setattr(advpure.evaluation, "run_evaluation", shrunk(runner.run_evaluation))

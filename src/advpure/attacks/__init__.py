@@ -5,8 +5,11 @@ from .apgd import APGDSettings, apgd_eot, dlr_loss
 from .autoattack import AutoAttackSettings, apgd_official, autoattack
 from .base import AttackSettings, NormBallAttack, check_attack_inputs
 from .bpda import BPDASettings
+from .diffattack import DiffAttackSettings, diffattack
+from .diffhammer import DiffHammerSettings, diffhammer, selective_weights
 from .diffusion_only import DiffusionOnlySettings, diffusion_only
 from .eot import eot_loss_and_grad
+from .lowfreq import LowFrequencySettings, low_frequency
 from .pgd import PGDSettings, pgd, project
 from .square import SquareSettings, square
 from .stadv import StAdvSettings, stadv
@@ -21,10 +24,14 @@ ATTACKS: dict[str, type[AttackSettings]] = registry(     # name -> settings; one
     AutoAttackSettings,
     SquareSettings,
     StAdvSettings,
+    DiffAttackSettings,
+    DiffHammerSettings,
+    LowFrequencySettings,
 )
 
 __all__ = ["ATTACKS", "APGDSettings", "AttackSettings", "AutoAttackSettings", "BPDASettings",
-           "DiffusionOnlySettings", "NormBallAttack", "PGDSettings", "SquareSettings",
+           "DiffAttackSettings", "DiffHammerSettings", "DiffusionOnlySettings",
+           "LowFrequencySettings", "NormBallAttack", "PGDSettings", "SquareSettings",
            "StAdvSettings", "TransferSettings", "apgd_eot", "apgd_official", "autoattack",
-           "check_attack_inputs", "diffusion_only", "dlr_loss", "eot_loss_and_grad", "pgd",
-           "project", "square", "stadv"]
+           "check_attack_inputs", "diffattack", "diffhammer", "diffusion_only", "dlr_loss", "eot_loss_and_grad", "low_frequency", "pgd",
+           "project", "selective_weights", "square", "stadv"]

@@ -36,13 +36,18 @@ class PerSampleNoise:
         """One generator per seed, created on ``device``."""
         return cls([torch.Generator(device=device).manual_seed(int(s)) for s in seeds])
 
+    @staticmethod
+    def draw_seeds(generator: torch.Generator, n: int) -> list[int]:
+        """``n`` per-sample seeds drawn from ``generator`` (advancing it): ``from_seeds`` of
+        the same seeds replays the same noise (DiffAttack's two trajectories)."""
+        return torch.randint(0, _SEED_HIGH, (n,), generator=generator,
+                             device=generator.device).tolist()
+
     @classmethod
     def spawn(cls, generator: torch.Generator, n: int,
               device: torch.device | str = "cpu") -> PerSampleNoise:
         """Draw ``n`` per-sample seeds from ``generator`` (advancing it) and wrap them."""
-        seeds = torch.randint(0, _SEED_HIGH, (n,), generator=generator,
-                              device=generator.device)
-        return cls.from_seeds(seeds.tolist(), device=device)
+        return cls.from_seeds(cls.draw_seeds(generator, n), device=device)
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != len(self.generators):

@@ -13,7 +13,12 @@ for 8×8 images). The papers' PGD step 0.007 belongs to ε = 8/255; it is scaled
 - ``agdm`` and ``leekim`` (Lee & Kim 2023, which AGDM follows): PGD+EOT, 200 steps of 0.007,
   EOT 20;
 - ``pei``: PGD+EOT 200 / 0.007 / EOT 20, BPDA+EOT and AutoAttack (standard and rand) with 100
-  iterations.
+  iterations;
+- ``breakers``: the attacks that broke diffusion purification after the seed papers, beside
+  the strongest classic ones, every one with EOT 20: PGD+EOT and DiffAttack (200 steps of
+  0.007), APGD-EOT and AutoAttack rand (100 iterations), DiffHammer (100 steps) and DiffBreak's
+  low-frequency attack (100 steps). advpure's suite: the budgets are the seed papers' scale,
+  not one paper's protocol.
 
 ``max_steps``, ``max_eot`` and ``max_queries`` (flags on top) cap every attack; ``reductions`` lists what a run
 used less of, and reports print it.
@@ -23,13 +28,18 @@ from __future__ import annotations
 from ..attacks import (
     AttackSettings,
     AutoAttackSettings,
+    APGDSettings,
     BPDASettings,
+    DiffAttackSettings,
+    DiffHammerSettings,
+    LowFrequencySettings,
     PGDSettings,
     StAdvSettings,
 )
 from ..attacks.base import reductions
 
-PROTOCOLS = ("diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim", "pei")
+PROTOCOLS = ("diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim", "pei",
+             "breakers")
 EPS = {"cifar10": {"linf": 8 / 255, "l2": 0.5}, "cifar100": {"linf": 8 / 255, "l2": 0.5},
        "svhn": {"linf": 8 / 255, "l2": 0.5}, "imagenet": {"linf": 4 / 255, "l2": 3.0},
        "digits": {"linf": 0.2, "l2": 1.0}}
@@ -59,6 +69,12 @@ def protocol_attacks(protocol: str, dataset: str) -> list[AttackSettings]:
         return _autoattack_pair(eps, "linf") + [BPDASettings(eps=eps, steps=20, step_size=step)]
     if protocol in ("agdm", "leekim"):
         return [pgd200]
+    if protocol == "breakers":
+        return [pgd200, APGDSettings(eps=eps, steps=100, eot=20),
+                AutoAttackSettings(version="rand", eps=eps, steps=100),
+                DiffAttackSettings(eps=eps, steps=200, step_size=step, eot=20),
+                DiffHammerSettings(eps=eps, steps=100, eot=20),
+                LowFrequencySettings(eps=eps, steps=100, eot=20)]
     return [pgd200, BPDASettings(eps=eps, steps=100, step_size=step, eot=20)] + \
         _autoattack_pair(eps, "linf")
 

@@ -12,7 +12,7 @@ from .stats import accuracy_summary, papers_rule, worst_case
 from .store import Outcome
 
 CLEAN = "clean"
-KINDS = ("single_draw", "vote")
+KINDS = ("single_draw", "vote", "all_draws")     # see stats.py
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -49,6 +49,36 @@ class EvalResult:
         for o in self.outcomes:
             totals[o.seed] = totals.get(o.seed, 0.0) + o.seconds
         return totals
+
+    def attack_seconds(self) -> dict[str, float]:
+        """Compute time per attack (and clean), mean over seeds: what each attack cost."""
+        totals: dict[str, float] = {}
+        for o in self.outcomes:
+            totals[o.attack] = totals.get(o.attack, 0.0) + o.seconds
+        return {a: t / len(self.config.seeds) for a, t in totals.items()}
+
+    def perceptual(self) -> dict[str, dict[str, float]]:
+        """Per attack, how far its adversarial images are from the clean ones (first seed, the
+        images the run keeps with ``save_adversarial``): mean SSIM (``advpure.metrics``; LPIPS
+        needs pretrained weights that cannot be had offline), mean ℓ∞ and ℓ2 distances."""
+        from .. import data
+        from ..metrics import ssim
+
+        seed = self.config.seeds[0]
+        kept = {a: self.adversarial[(seed, a)] for a in self.attacks
+                if (seed, a) in self.adversarial}
+        if not kept:
+            return {}
+        cfg = self.config
+        x, _ = data.load(cfg.dataset, cfg.split, root=cfg.data_root,
+                         indices=torch.tensor(self.subset_indices))
+        distances = {}
+        for attack, x_adv in kept.items():
+            delta = (x_adv - x[:len(x_adv)]).flatten(1)
+            distances[attack] = {"ssim": float(ssim(x[:len(x_adv)], x_adv).mean()),
+                                 "linf": float(delta.abs().max(dim=1).values.mean()),
+                                 "l2": float(delta.norm(dim=1).mean())}
+        return distances
 
     def correct(self, seed: int, attack: str, kind: str = "single_draw",
                 on_subset: bool = False) -> list[float]:
@@ -110,6 +140,8 @@ class EvalResult:
             "accuracies": rows,
             "autoattack_papers_rule": self.autoattack_papers_rule(),
             "budget_reductions": self.config.budget_reductions(),
+            "attack_seconds": self.attack_seconds(),
+            "perceptual": self.perceptual(),
             "note": self.config.note,
             "per_seed": [{"seed": s, "seconds": self.seconds.get(s),
                           "standard_accuracy": statistics.fmean(self.correct(s, CLEAN)),

@@ -7,6 +7,9 @@ R independent purification draws. From those:
   accuracy of one stochastic evaluation);
 - **vote accuracy**: the true label has strictly more votes than any other label (a tie counts
   as wrong);
+- **all-draws accuracy** (N-evaluation, DiffHammer, Wang et al. 2024): the image counts as
+  robust only if every one of the R draws predicts the true label — the resubmission risk: an
+  attacker who may submit the image R times wins if any purification errs;
 - **worst case over attacks (ours)**: per image, the minimum over attacks of its single-draw
   accuracy, then the mean over images — stricter than the papers' rule, which takes the minimum
   of the attacks' *aggregate* accuracies (DiffPure App. B.2, COUP §5.1; ``papers_rule``).
@@ -47,6 +50,13 @@ def vote_correct(predictions: Sequence[int], label: int) -> bool:
     """True when ``label`` has strictly more votes than every other label."""
     counts = Counter(predictions)
     return counts[label] > max((c for k, c in counts.items() if k != label), default=0)
+
+
+def all_draws_correct(predictions: Sequence[int], label: int) -> bool:
+    """True when every draw predicts ``label`` (N-evaluation with N = R draws)."""
+    if not predictions:
+        raise ValueError("all_draws_correct: expected at least one draw, found none")
+    return all(p == label for p in predictions)
 
 
 def worst_case(per_attack: dict[str, Sequence[float]]) -> list[float]:

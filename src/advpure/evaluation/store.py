@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .stats import single_draw_correct, vote_correct
+from .stats import all_draws_correct, single_draw_correct, vote_correct
 
 STORE_NAME = "records.sqlite"
 SCHEMA = """
@@ -84,6 +84,10 @@ class Outcome:
     @property
     def vote(self) -> bool:
         return vote_correct(self.predictions, self.label)
+
+    @property
+    def all_draws(self) -> bool:
+        return all_draws_correct(self.predictions, self.label)
 
 
 class RecordStore:

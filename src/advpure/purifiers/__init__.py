@@ -5,6 +5,7 @@ from .agdm import AGDM, AGDMSettings
 from .base import DefenseSettings, Models, NoDefense, PurifierSettings
 from .coup import COUP, COUP_PRESETS, COUPSettings
 from .diffpure import DiffPure, DiffPureSettings
+from .gdmp import GDMP, GDMPSettings
 from .hetero import HeteroPure, HeteroSettings
 from .resized import Resized
 
@@ -14,8 +15,9 @@ PURIFIERS: dict[str, type[DefenseSettings]] = registry(   # name -> settings; on
     COUPSettings,
     AGDMSettings,
     HeteroSettings,
+    GDMPSettings,
 )
 
 __all__ = ["AGDM", "AGDMSettings", "COUP", "COUPSettings", "COUP_PRESETS", "DefenseSettings",
-           "DiffPure", "DiffPureSettings", "HeteroPure", "HeteroSettings", "Models",
+           "DiffPure", "DiffPureSettings", "GDMP", "GDMPSettings", "HeteroPure", "HeteroSettings", "Models",
            "NoDefense", "PURIFIERS", "PurifierSettings", "Resized"]

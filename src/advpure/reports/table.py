@@ -52,36 +52,65 @@ def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,
     return table
 
 
+KIND_TITLES = {"single_draw": "single-draw accuracy",
+               "vote": "vote accuracy (majority of the draws)",
+               "all_draws": "all-draws accuracy (N-evaluation: correct in every draw)"}
+
+
 def _row(cfg: EvalConfig, summary: dict, attacks: list[str]) -> dict[str, str]:
+    """One defense's cells: per kind (single draw, vote, all draws) and accuracy, and the
+    compute time of each attack."""
     accuracies = summary["accuracies"]
-
-    def cell(which: str) -> str:
-        stat = accuracies[which]["single_draw"]
-        return f"{pct(stat)} {ci(stat)}"
-
-    row = {"defense": cfg.defense.describe(), "standard": cell("standard")}
-    row |= {a: cell(a) for a in attacks}
-    rule = summary["autoattack_papers_rule"]
-    if rule is not None:
-        row["AutoAttack (papers' rule)"] = pct(rule)
-    row["worst case (ours)"] = cell("robust")
+    row = {"defense": cfg.defense.describe()}
+    for kind in KIND_TITLES:
+        def cell(which: str) -> str:
+            stat = accuracies[which][kind]
+            return f"{pct(stat)} {ci(stat)}"
+        row |= {f"{kind}: standard": cell("standard")}
+        row |= {f"{kind}: {a}": cell(a) for a in attacks}
+        rule = summary["autoattack_papers_rule"]
+        if rule is not None and kind == "single_draw":
+            row[f"{kind}: AutoAttack (papers' rule)"] = pct(rule)
+        row[f"{kind}: worst case (ours)"] = cell("robust")
+    seconds = summary.get("attack_seconds", {})
+    row |= {f"seconds: {a}": f"{seconds[a]:.0f}" for a in attacks if a in seconds}
+    perceptual = summary.get("perceptual", {})
+    row |= {f"ssim: {a}": f"{perceptual[a]['ssim']:.3f}" for a in attacks if a in perceptual}
     return row
 
 
 def table_markdown(table: dict, base: EvalConfig) -> str:
-    columns = list(table["rows"][0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row.get(c, "–") for c in columns) + " |" for row in table["rows"]]
+    sections = [_section(table["rows"], f"{kind}: ", title)
+                for kind, title in KIND_TITLES.items()]
+    sections.append(_section(table["rows"], "seconds: ", "compute time per attack (s, mean "
+                             "over seeds)"))
+    if any(c.startswith("ssim: ") for row in table["rows"] for c in row):
+        sections.append(_section(table["rows"], "ssim: ", "SSIM of the adversarial images to "
+                                 "the clean ones (first seed; LPIPS needs pretrained weights "
+                                 "that cannot be had offline)"))
     notes = [f"{base.dataset} ({base.split}); robust accuracy on a fixed subset of {base.n} "
              f"images (at most the split), standard accuracy on "
              f"{base.standard_n or 'the whole split'}; seeds {', '.join(map(str, base.seeds))}; "
-             f"{base.draws} purification draw(s) per final evaluation; single-draw accuracy, "
-             "mean ± sample std over seeds. Worst case (ours): per image, the minimum over the "
+             f"{base.draws} purification draw(s) per final evaluation; accuracies as mean ± "
+             "sample std over seeds. Single draw: the fraction of draws that are correct; vote: "
+             "the true label has strictly more votes than any other; all draws (N-evaluation, "
+             "DiffHammer): every draw is correct. Worst case (ours): per image, the minimum over the "
              "attacks; AutoAttack (papers' rule): the minimum of the standard and rand versions' "
              "aggregate accuracies. Brackets: 95 % Wilson interval pooled over all (image, seed) "
              "pairs."]
     if table["budget_reductions"]:
         notes.append(f"**Reduced budgets** against protocol `{base.protocol}`: "
                      + "; ".join(table["budget_reductions"]) + ".")
-    return ("# Defenses under attack\n\n" + note_line(base) + "\n".join(lines) + "\n\n"
+    return ("# Defenses under attack\n\n" + note_line(base) + "\n\n".join(sections) + "\n\n"
             + "\n\n".join(notes) + "\n")
+
+
+def _section(rows: list[dict[str, str]], prefix: str, title: str) -> str:
+    """The Markdown table of the columns starting with ``prefix``, one row per defense."""
+    columns = list(dict.fromkeys(c for row in rows for c in row if c.startswith(prefix)))
+    lines = [f"## {title[0].upper()}{title[1:]}\n",
+             "| defense | " + " | ".join(c[len(prefix):] for c in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    lines += ["| " + " | ".join([row["defense"]] + [row.get(c, "–") for c in columns]) + " |"
+              for row in rows]
+    return "\n".join(lines)
