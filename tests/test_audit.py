@@ -139,3 +139,15 @@ def test_audit_from_the_command_line_writes_its_report(tmp_path):
     report = (tmp_path / "audit.md").read_text()
     assert "adjoint gradient agrees with exact" in report
     assert (tmp_path / "audit.png").is_file() and (tmp_path / "audit.json").is_file()
+
+
+@pytest.mark.parametrize("attack", ["diffattack", "diffhammer", "lf"])
+def test_the_audit_runs_every_check_with_a_breaker_as_its_attack(attack):
+    cfg = EvalConfig(defense={"name": "diffpure", "dt": 0.05},
+                     attacks=({"name": attack, "eps": 0.2, "steps": 2, "eot": 2},))
+    budget = AuditBudget(images=4, budget_factors=(1, 2), eps_factors=(0.5, 1.0), draws=2,
+                         square_queries=10)
+    audit = run_audit(target_from_config(cfg, budget.images), budget, progress=False)
+    assert audit.attack.startswith(attack)
+    assert {"eps", "iterations", "EOT"} <= set(audit.curves)
+    assert not [c.name for c in audit.checks if "error" in c.figures]

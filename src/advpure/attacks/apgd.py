@@ -11,7 +11,7 @@ or DLR = −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3) (Eq. 5). Returns the p
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveInt
@@ -100,6 +100,7 @@ class APGDSettings(NormBallAttack):
     """advpure's batched-EOT APGD (``apgd_eot``; the official one is ``apgd_official``)."""
 
     name: Literal["apgd"] = "apgd"
+    auditable: ClassVar[bool] = True
     steps: PositiveInt = Field(20, description="attack iterations")
     eot: PositiveInt = Field(1, description="EOT copies per gradient")
     loss: Literal[APGD_LOSSES] = Field("ce", description="ce | dlr (Croce & Hein Eq. 5)")

@@ -40,6 +40,8 @@ class AttackSettings(Named):
     that ``target`` gives it; ``key`` labels its records (unique per setting)."""
 
     kind: ClassVar[str] = "attack"
+    auditable: ClassVar[bool] = False    # a white-box gradient attack whose ε, steps and EOT
+                                         # the gradient-masking audit may scale
 
     def target(self, defense, classifier: nn.Module, generator: torch.Generator) -> nn.Module:
         """What the attack queries and differentiates: the defense under its gradient mode."""

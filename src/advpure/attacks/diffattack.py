@@ -2,7 +2,7 @@
 deviated-reconstruction loss on the intermediate states of the reverse process."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveInt
@@ -101,6 +101,7 @@ class DiffAttackSettings(IterativeAttack):
     """DiffAttack (Kang et al. 2023): PGD+EOT on CE + λ × the deviated-reconstruction loss."""
 
     name: Literal["diffattack"] = "diffattack"
+    auditable: ClassVar[bool] = True
     eot: PositiveInt = Field(1, description="EOT copies per gradient")
     deviation_weight: NonNegativeFloat = Field(1.0, description="λ of the deviated-"
                                                "reconstruction loss (0: PGD+EOT)")

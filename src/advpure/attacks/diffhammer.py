@@ -21,7 +21,7 @@ best-scored one is returned (``keep_best``).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
@@ -136,6 +136,7 @@ class DiffHammerSettings(IterativeAttack):
     """DiffHammer (Wang et al. 2024): EM-weighted EOT, gradient grafting, N-evaluation."""
 
     name: Literal["diffhammer"] = "diffhammer"
+    auditable: ClassVar[bool] = True
     eot: PositiveInt = Field(8, description="K purification draws per step (EM-weighted)")
     em_iters: NonNegativeInt = Field(3, description="EM iterations of the draw weights (0: "
                                      "uniform, PGD+EOT)")

@@ -23,7 +23,7 @@ offline, so advpure reports SSIM (``advpure.metrics.ssim``) for every attack's s
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
@@ -100,6 +100,7 @@ class LowFrequencySettings(NormBallAttack):
     """DiffBreak's low-frequency attack: a learned bilateral filter + a coarse perturbation."""
 
     name: Literal["lf"] = "lf"
+    auditable: ClassVar[bool] = True
     steps: PositiveInt = Field(20, description="attack iterations")
     eot: PositiveInt = Field(4, description="EOT copies per gradient")
     kernel: PositiveInt = Field(3, description="k of the learned k×k filter (odd)")

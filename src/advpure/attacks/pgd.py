@@ -1,7 +1,7 @@
 """Projected gradient descent (Madry et al. 2018) with batched EOT, ℓ∞ and ℓ2."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
@@ -85,6 +85,7 @@ class PGDSettings(IterativeAttack):
     """PGD+EOT through the defense's gradient mode (Madry et al. 2018; Athalye et al. 2018)."""
 
     name: Literal["pgd"] = "pgd"
+    auditable: ClassVar[bool] = True
     eot: PositiveInt = Field(1, description="EOT copies per gradient")
 
     def run(self, model, x, y, generator):

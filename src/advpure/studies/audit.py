@@ -375,14 +375,14 @@ def run_audit(target: Target, budget: AuditBudget | None = None, progress: bool 
 
 def target_from_config(cfg: EvalConfig, images: int) -> Target:
     """The target of an evaluation config: its defense and classifier on the first ``images``
-    of its fixed robust subset, its first attack (default: PGD-10 at the dataset's ε, EOT as
-    configured: none)."""
+    of its fixed robust subset, its first white-box gradient attack (``auditable``: PGD, APGD,
+    DiffAttack, DiffHammer, LF; default: PGD-10 at the dataset's ε, no EOT)."""
     robust, _ = evaluation_subsets(cfg.model_copy(update={"n": images}),
                                    len(data.labels(cfg.dataset, cfg.split, cfg.data_root)))
     x, y = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=robust)
     classifier = load_classifier(cfg.classifier)
     defense = Defense.build(cfg.defense, classifier)
-    attacks = [a for a in cfg.resolved_attacks() if a.name in ("pgd", "apgd")]
+    attacks = [a for a in cfg.resolved_attacks() if a.auditable]
     attack = attacks[0] if attacks else AttackConfig(name="pgd", eps=EPS[cfg.dataset]["linf"],
                                                      steps=10)
 
