@@ -183,3 +183,19 @@ def test_ssim_is_one_for_equal_images_and_falls_with_noise():
     assert float(ssim(x, noisy).max()) < 0.9
     with pytest.raises(ValueError, match="one shape"):
         ssim(x, x[:1])
+
+
+def test_the_strongest_attack_and_its_paired_sign_tests_by_hand():
+    from advpure.evaluation.stats import paired_sign_test
+    from advpure.reports.table import strongest_attack
+
+    per_image = {"a": [1, 0, 0, 0, 0, 1], "b": [1, 1, 1, 1, 1, 1], "c": [1, 0, 1, 0, 0, 1]}
+    summary = {"per_image": per_image, "accuracies": {
+        k: {"single_draw": {"mean": sum(v) / 6}} for k, v in per_image.items()}}
+    entry = strongest_attack("d", summary, ["a", "b", "c"])
+    assert entry["strongest"] == "a" and entry["accuracy"] == pytest.approx(2 / 6)
+    # a < b on 4 images and never above: p = P(Bin(4, ½) ≥ 4) = 1/16; a < c on one image: ½
+    assert entry["others"]["b"]["p_value"] == pytest.approx(1 / 16)
+    assert entry["others"]["c"]["p_value"] == pytest.approx(1 / 2)
+    assert entry["others"]["b"]["points"] == pytest.approx(100 * 4 / 6)
+    assert paired_sign_test([0.5, 0.5], [0.5, 0.5])["p_value"] == 1.0

@@ -103,5 +103,5 @@ def test_cli_rejects_unknown_defense_name():
     result = CliRunner().invoke(app, ["evaluate", "--defense", "magic"])
     assert result.exit_code != 0
     output = " ".join(result.output.replace("│", " ").split())
-    assert ("defense: expected a purifier name among none, diffpure, coup, agdm, hetero, found "
-            "'magic'") in output
+    assert ("defense: expected a purifier name among none, diffpure, coup, agdm, hetero, gdmp, "
+            "found 'magic'") in output

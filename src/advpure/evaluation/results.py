@@ -66,7 +66,7 @@ class EvalResult:
 
         seed = self.config.seeds[0]
         kept = {a: self.adversarial[(seed, a)] for a in self.attacks
-                if (seed, a) in self.adversarial}
+                if (seed, a) in self.adversarial and self.config.save_adversarial}
         if not kept:
             return {}
         cfg = self.config
@@ -142,6 +142,9 @@ class EvalResult:
             "budget_reductions": self.config.budget_reductions(),
             "attack_seconds": self.attack_seconds(),
             "perceptual": self.perceptual(),
+            "per_image": {a: [statistics.fmean(v) for v in zip(*(self.correct(s, a)
+                                                                for s in self.config.seeds))]
+                          for a in self.attacks},
             "note": self.config.note,
             "per_seed": [{"seed": s, "seconds": self.seconds.get(s),
                           "standard_accuracy": statistics.fmean(self.correct(s, CLEAN)),

@@ -59,6 +59,26 @@ def all_draws_correct(predictions: Sequence[int], label: int) -> bool:
     return all(p == label for p in predictions)
 
 
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(Bin(n, p) ≥ k)."""
+    from scipy.stats import binom
+
+    return float(binom.sf(k - 1, n, p))
+
+
+def paired_sign_test(first: Sequence[float], second: Sequence[float]) -> dict[str, float]:
+    """The one-sided sign test that ``first`` is lower than ``second`` over paired per-image
+    values (correctness, 0/1 or a fraction of draws): the images where they differ are the
+    trials, ``p_value`` = P(Bin(n, ½) ≥ #first lower) (ties dropped; 1 without any)."""
+    if len(first) != len(second):
+        raise ValueError(f"paired_sign_test: expected paired values, found {len(first)} and "
+                         f"{len(second)}")
+    lower = sum(a < b for a, b in zip(first, second))
+    higher = sum(a > b for a, b in zip(first, second))
+    p = binomial_tail(lower, lower + higher, 0.5) if lower + higher else 1.0
+    return {"first_lower": lower, "first_higher": higher, "p_value": p}
+
+
 def worst_case(per_attack: dict[str, Sequence[float]]) -> list[float]:
     """Per image, the minimum over attacks of its correctness (ours; all lists equally long)."""
     lengths = {len(v) for v in per_attack.values()}

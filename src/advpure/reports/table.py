@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..evaluation.config import DefenseConfig, EvalConfig
+from ..evaluation.stats import paired_sign_test
 from ..purifiers import PurifierSettings
 from .report import ci, note_line, pct
 from .sweep import run_or_resume
@@ -41,7 +42,9 @@ def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,
     attacks = [a.key() for a in base.resolved_attacks()]
     rows = [_row(cfg, s, attacks) for cfg, s in zip(defenses, summaries)]
     table = {"note": base.note, "attacks": attacks, "rows": rows,
-             "budget_reductions": base.budget_reductions()}
+             "budget_reductions": base.budget_reductions(),
+             "strongest": [strongest_attack(cfg.defense.describe(), s, attacks)
+                           for cfg, s in zip(defenses, summaries)]}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.json").write_text(json.dumps(table, indent=2) + "\n")
     (out_dir / "table.md").write_text(table_markdown(table, base))
@@ -79,11 +82,47 @@ def _row(cfg: EvalConfig, summary: dict, attacks: list[str]) -> dict[str, str]:
     return row
 
 
+def strongest_attack(defense: str, summary: dict, attacks: list[str]) -> dict:
+    """The attack of lowest single-draw accuracy against ``defense`` and, for every other one,
+    how many points it leaves more and the one-sided paired sign test over images that the
+    strongest is lower (``stats.paired_sign_test``, the audit's test)."""
+    per_image = summary.get("per_image", {})
+    if len(attacks) < 2 or not all(a in per_image for a in attacks):
+        return {"defense": defense, "strongest": None, "others": {}}
+    accuracy = {a: summary["accuracies"][a]["single_draw"]["mean"] for a in attacks}
+    best = min(attacks, key=accuracy.get)
+    others = {a: {"points": 100 * (accuracy[a] - accuracy[best]),
+                  **paired_sign_test(per_image[best], per_image[a])}
+              for a in attacks if a != best}
+    return {"defense": defense, "strongest": best, "accuracy": accuracy[best], "others": others}
+
+
+def _strongest_section(table: dict) -> str:
+    attacks = table["attacks"]
+    lines = ["## Strongest attack per defense\n",
+             "Single-draw accuracy; each cell: how many points more the attack leaves than the "
+             "strongest, and the one-sided paired sign test over images that the strongest "
+             "leaves fewer correct (p).\n",
+             "| defense | strongest | " + " | ".join(attacks) + " |",
+             "|" + "---|" * (len(attacks) + 2)]
+    for entry in table["strongest"]:
+        if entry["strongest"] is None:
+            continue
+        cells = [f"**{100 * entry['accuracy']:.1f} %**" if a == entry["strongest"] else
+                 f"+{entry['others'][a]['points']:.1f} (p = {entry['others'][a]['p_value']:.2g})"
+                 for a in attacks]
+        lines.append(f"| {entry['defense']} | {entry['strongest'].split('(')[0]} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table_markdown(table: dict, base: EvalConfig) -> str:
     sections = [_section(table["rows"], f"{kind}: ", title)
                 for kind, title in KIND_TITLES.items()]
     sections.append(_section(table["rows"], "seconds: ", "compute time per attack (s, mean "
                              "over seeds)"))
+    if any(entry["strongest"] for entry in table.get("strongest", [])):
+        sections.append(_strongest_section(table))
     if any(c.startswith("ssim: ") for row in table["rows"] for c in row):
         sections.append(_section(table["rows"], "ssim: ", "SSIM of the adversarial images to "
                                  "the clean ones (first seed; LPIPS needs pretrained weights "

@@ -37,6 +37,7 @@ from ..attacks.stadv import cw_margin
 from ..evaluation.config import AttackConfig, EvalConfig
 from ..evaluation.experiment import Defense, evaluation_subsets
 from ..evaluation.protocols import EPS
+from ..evaluation.stats import binomial_tail, paired_sign_test
 from ..models import load_classifier
 from ..reports.plots import figure
 
@@ -99,19 +100,12 @@ class Audit:
 
 # ---------------------------------------------------------------- statistics
 
-def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(Bin(n, p) ≥ k)."""
-    from scipy.stats import binom
-
-    return float(binom.sf(k - 1, n, p))
-
-
 def sign_test(stronger: torch.Tensor, weaker: torch.Tensor, alpha: float) -> tuple[str, dict]:
     """Per-image correctness (0/1) under a setting that should be at least as strong and under
-    a weaker one: FAIL when the stronger leaves significantly more images correct."""
-    b = int(((stronger == 1) & (weaker == 0)).sum())     # correct only under the stronger one
-    c = int(((stronger == 0) & (weaker == 1)).sum())
-    p = binomial_tail(b, b + c, 0.5) if b + c else 1.0
+    a weaker one: FAIL when the stronger leaves significantly more images correct (the one-sided
+    ``paired_sign_test`` that the weaker one is lower)."""
+    tested = paired_sign_test(weaker.tolist(), stronger.tolist())
+    b, c, p = tested["first_lower"], tested["first_higher"], tested["p_value"]
     status = FAIL if p < alpha else WARN if b > c else PASS
     return status, {"only_stronger_correct": b, "only_weaker_correct": c, "p_value": p}
 
