@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_images
-from .diffusion import SOLVER_GRADIENTS, PerSampleNoise
+from .diffusion import SOLVER_GRADIENTS, PerSampleNoise, graph_budget, parse_budget
 
 GRADIENTS = SOLVER_GRADIENTS + ("bpda", "surrogate", "blind")
 ENSEMBLE_RULES = ("mean", "vote")
@@ -36,6 +36,13 @@ class PurifiedClassifier(nn.Module):
       enabled the model *is* the classifier (logits and gradient), under ``torch.no_grad``
       (evaluation) it is the defense.
 
+    ``memory_budget`` (``checkpoint`` only; bytes, "6GB", "auto"): keep the autograd graphs of
+    as many solver steps as it holds and recompute only the others (``diffusion/budget.py``);
+    the gradient is the same at every budget.
+
+    ``rows_per_pass``: an EOT gradient (``attacks.eot``) sends its copies × images in chunks of
+    at most this many rows (an accelerator's memory; the same gradient).
+
     ``ensemble`` = S > 1 purifies every image S times with independent noise and combines the S
     classifier outputs (Pei et al., Algorithm 3): ``"mean"`` returns the mean logits, whose
     argmax is the paper's prediction and whose gradient the attack follows; ``"vote"`` returns
@@ -46,7 +53,8 @@ class PurifiedClassifier(nn.Module):
     def __init__(self, purifier: nn.Module, classifier: nn.Module,
                  generator: torch.Generator | None = None, gradient: str = "exact",
                  surrogate: nn.Module | None = None, ensemble: int = 1,
-                 ensemble_rule: str = "mean"):
+                 ensemble_rule: str = "mean", memory_budget: str | int | None = None,
+                 rows_per_pass: int | None = None):
         super().__init__()
         check_choice(gradient, GRADIENTS, "gradient")
         if not (isinstance(ensemble, int) and ensemble >= 1):
@@ -63,6 +71,16 @@ class PurifiedClassifier(nn.Module):
         self.surrogate = surrogate      # the cheaper purifier of gradient='surrogate'
         self.ensemble = ensemble        # S purifications per image
         self.ensemble_rule = check_choice(ensemble_rule, ENSEMBLE_RULES, "ensemble_rule")
+        if memory_budget is not None and gradient != "checkpoint":
+            raise ValueError(f"PurifiedClassifier: memory_budget applies to gradient "
+                             f"'checkpoint' (the steps it cannot keep are recomputed), found "
+                             f"gradient={gradient!r}")
+        self.memory_budget = memory_budget  # graph bytes kept per purification (checkpoint)
+        self.last_budget = None             # what the last purification kept and recomputed
+        if rows_per_pass is not None and not (isinstance(rows_per_pass, int) and rows_per_pass > 0):
+            raise ValueError(f"PurifiedClassifier: expected rows_per_pass a whole number >= 1, "
+                             f"found {rows_per_pass!r}")
+        self.rows_per_pass = rows_per_pass  # EOT rows per forward-backward (None: all at once)
 
     def _noise(self, x: torch.Tensor) -> PerSampleNoise:
         return PerSampleNoise.spawn(self.generator, x.shape[0], x.device)
@@ -71,7 +89,10 @@ class PurifiedClassifier(nn.Module):
         """Purified images whose backward pass follows this defense's gradient mode."""
         check_images(x)
         if self.gradient in SOLVER_GRADIENTS:
-            return self.purifier(x, self._noise(x), gradient=self.gradient)
+            total = None if self.memory_budget is None else \
+                parse_budget(self.memory_budget, str(x.device))
+            with graph_budget(total) as self.last_budget:
+                return self.purifier(x, self._noise(x), gradient=self.gradient)
         with torch.no_grad():                       # these modes never differentiate it
             purified = self.purifier(x, self._noise(x))
         if self.gradient == "bpda":

@@ -2,7 +2,9 @@
 
 Each configuration runs in its own process so that its peak memory is its own. The parent
 watches the child's resident memory and stops it at the cap, reporting "out of memory"; a mode
-that ran out at N steps is not run for larger N. Memory is the peak above the memory in use just
+that ran out at N steps is not run for larger N. ``budgets`` adds ``checkpoint`` runs with a
+memory budget of that fraction of what ``exact`` keeps (N × one step's graph, measured by
+``diffusion/budget.py`` in the same process). Memory is the peak above the memory in use just
 before the gradient (CPU: the resident set sampled every millisecond; CUDA:
 ``max_memory_allocated``), taken on a run after the timed ones. Time is the median of
 ``repeats`` runs after one warm-up run.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..diffusion import graph_budget
 from ..reports.plots import figure
 
 MODES = ("exact", "checkpoint", "adjoint")
@@ -124,11 +127,21 @@ def worker(spec: dict) -> dict:
     else:
         purifier = DiffPure(model, t_star=T_STAR, dt=T_STAR / spec["steps"])
 
-        def run_once():
+        def gradient(budget: int | None = None):
             xi = x.clone().requires_grad_(True)
-            out = purifier(xi, torch.Generator().manual_seed(1), gradient=spec["mode"])
-            torch.autograd.grad((out * weights).sum(), xi)
+            with graph_budget(budget) as used:
+                out = purifier(xi, torch.Generator().manual_seed(1), gradient=spec["mode"])
+                torch.autograd.grad((out * weights).sum(), xi)
+            return used
 
+        fraction = spec.get("budget")
+        if fraction is None:
+            return {**spec, **measure(gradient, device, spec["repeats"])}
+        probe = gradient(2**62)                          # every step kept: exact's graphs
+        total = int(fraction * probe.step_bytes * probe.kept)
+        kept = gradient(total).kept
+        return {**spec, "budget_bytes": total, "kept_steps": kept,
+                **measure(lambda: gradient(total), device, spec["repeats"])}
     return {**spec, **measure(run_once, device, spec["repeats"])}
 
 
@@ -182,29 +195,34 @@ def run_isolated(spec: dict, cap_bytes: int, module: str = "advpure.benchmarks.g
 
 
 def sweep(workloads, steps, modes, cap_bytes: int, repeats: int, device: str,
-          threads: int) -> list[dict]:
-    """Every (workload, mode, steps) in its own process, plus the bare network pass."""
+          threads: int, budgets=()) -> list[dict]:
+    """Every (workload, mode, steps) in its own process, plus the bare network pass and the
+    checkpoint runs at each budget fraction."""
     from tqdm.auto import tqdm
 
-    configs = [(w, m, n) for w in workloads for m in modes for n in steps]
+    configs = [(w, m, n, None) for w in workloads for m in modes for n in steps]
+    configs += [(w, "checkpoint", n, f) for w in workloads for n in steps for f in budgets]
     rows, out_of_memory = [], set()
     base = {"device": device, "threads": threads, "repeats": repeats}
     for w in workloads:
         rows.append(run_isolated({**base, "workload": w, "mode": "bare", "steps": 1}, cap_bytes))
-    for w, m, n in tqdm(configs, desc="bench gradients"):
+    for w, m, n, f in tqdm(configs, desc="bench gradients"):
         spec = {**base, "workload": w, "mode": m, "steps": n}
-        if (w, m) in out_of_memory:
+        if f is not None:
+            spec["budget"] = f
+        if (w, m, f) in out_of_memory:
             rows.append({**spec, "oom": True, "skipped": True})
             continue
         rows.append(run_isolated(spec, cap_bytes))
         if rows[-1].get("oom"):
-            out_of_memory.add((w, m))
+            out_of_memory.add((w, m, f))
     return rows
 
 
-def find(rows, workload, mode, steps=None):
+def find(rows, workload, mode, steps=None, budget=None):
     for r in rows:
-        if r["workload"] == workload and r["mode"] == mode and (steps is None or r["steps"] == steps):
+        if r["workload"] == workload and r["mode"] == mode and \
+                (steps is None or r["steps"] == steps) and r.get("budget") == budget:
             return r
     return None
 
@@ -241,7 +259,32 @@ def format_table(rows: list[dict], steps, modes) -> str:
             lines.append(f"| {n} | " + " | ".join(cell(find(rows, w, m, n)) for m in modes)
                          + f" | {ratio(ck, ex)} | {per_bare} |")
         lines.append("")
+        lines += budget_table(rows, w, steps, bare)
     return "\n".join(lines)
+
+
+def budget_table(rows: list[dict], w: str, steps, bare: dict | None) -> list[str]:
+    """checkpoint at each memory budget (a fraction of exact's graphs): time as a multiple of
+    N × the bare network pass, peak memory, and the steps kept."""
+    fractions = sorted({r["budget"] for r in rows if r["workload"] == w and "budget" in r})
+    if not fractions or bare is None:
+        return []
+    lines = [f"{w}, `checkpoint` with a memory budget (a fraction of the graphs `exact` keeps): "
+             "time / (N × bare), peak MiB, steps kept of N", "",
+             "| N | checkpoint | " + " | ".join(f"{100 * f:g} %" for f in fractions)
+             + " | exact |", "|---|" + "---|" * (len(fractions) + 2)]
+
+    def text(r, n):
+        if r is None or r.get("oom"):
+            return "–" if r is None else "out of memory"
+        kept = f", {r['kept_steps']}/{n} kept" if "kept_steps" in r else ""
+        return f"{r['seconds'] / (n * bare['seconds']):.2f}×, {r['peak_bytes'] / 2**20:.0f}{kept}"
+    for n in steps:
+        cells = [text(find(rows, w, "checkpoint", n), n)]
+        cells += [text(find(rows, w, "checkpoint", n, f), n) for f in fractions]
+        cells.append(text(find(rows, w, "exact", n), n))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 Series = tuple[str, str, list, list, list]     # label, style, x values, seconds, bytes
@@ -269,7 +312,8 @@ def plot(rows: list[dict], modes, path: Path) -> Path:
     for w in dict.fromkeys(r["workload"] for r in rows):
         series = []
         for m in modes:
-            ok = [r for r in rows if r["workload"] == w and r["mode"] == m and not r.get("oom")]
+            ok = [r for r in rows if r["workload"] == w and r["mode"] == m
+                  and not r.get("oom") and "budget" not in r]
             series.append((m, "o-", [r["steps"] for r in ok], [r["seconds"] for r in ok],
                            [r["peak_bytes"] for r in ok]))
         columns[f"{w}, batch {WORKLOADS[w].batch}"] = series
@@ -277,9 +321,10 @@ def plot(rows: list[dict], modes, path: Path) -> Path:
 
 
 def run(out_dir: Path, workloads=tuple(WORKLOADS), steps=STEPS, modes=MODES, cap_gb: float = 16.0,
-        repeats: int = 2, device: str = "cpu", threads: int | None = None) -> str:
+        repeats: int = 2, device: str = "cpu", threads: int | None = None, budgets=()) -> str:
     threads = threads or torch.get_num_threads()
-    rows = sweep(workloads, steps, modes, int(cap_gb * 2**30), repeats, device, threads)
+    rows = sweep(workloads, steps, modes, int(cap_gb * 2**30), repeats, device, threads,
+                 budgets)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = format_table(rows, steps, modes)
     header = (f"# Gradient modes: time and peak memory\n\ndevice {device}, {threads} threads, "

@@ -18,8 +18,11 @@ def bench_gradients(
     cap_gb: float = typer.Option(16.0, help="memory cap: above it a mode is 'out of memory'"),
     repeats: int = typer.Option(2, help="timed runs per configuration (after one untimed)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
+    budgets: str = typer.Option("", help="checkpoint memory budgets as fractions of exact's "
+                                "graphs, e.g. 0.1,0.25,0.5,1 (none: not run)"),
 ) -> None:
-    """Time and peak memory of exact, checkpoint and adjoint gradients against N."""
+    """Time and peak memory of exact, checkpoint and adjoint gradients against N, and of
+    checkpoint at memory budgets."""
     from ..benchmarks import gradients
 
     names = parse_list(workloads, str)
@@ -28,9 +31,47 @@ def bench_gradients(
         raise typer.BadParameter(f"expected workloads among {', '.join(gradients.WORKLOADS)}, "
                                  f"found {', '.join(unknown)}")
     report = gradients.run(out, names, parse_list(steps, int), parse_list(modes, str),
-                           cap_gb, repeats, device)
+                           cap_gb, repeats, device,
+                           budgets=parse_list(budgets, float) if budgets else ())
     typer.echo(report)
     typer.echo(f"wrote {out}/gradients.md, gradients.json, gradients.png")
+
+
+@bench_app.command("gpu")
+def bench_gpu(
+    out: Path = typer.Option(Path("bench/gpu"), help="directory for gpu.md and gpu.json"),
+    device: str = typer.Option("cuda", help="the CUDA device"),
+    repeats: int = typer.Option(2, min=1, help="timed runs per setting (after a warm-up)"),
+) -> None:
+    """On a CUDA device: purification images/s, one attack gradient (exact, checkpoint, memory
+    budgets; fp32 and bf16) for the full-size NCSN++ with a WRN-28-10, the digits and the small
+    CIFAR-10 models, EOT-20 batched vs sequential, and the projected DiffPure AutoAttack-rand
+    protocol on 512 images."""
+    import torch
+
+    if not torch.cuda.is_available():
+        typer.echo("advpure bench gpu needs a CUDA device, and torch sees none here "
+                   "(torch.cuda.is_available() is False): nothing measured.")
+        raise typer.Exit(0)
+    from ..benchmarks import gpu
+
+    typer.echo(gpu.run(out, device, repeats=repeats))
+    typer.echo(f"wrote {out}/gpu.md, gpu.json")
+
+
+@bench_app.command("precision")
+def bench_precision(
+    out: Path = typer.Option(Path("bench/precision"), help="directory for the table"),
+    precision: str = typer.Option("bf16", help="bf16 or fp16, against fp32"),
+    n: int = typer.Option(16, min=1, help="digits images"),
+    repeats: int = typer.Option(2, min=1, help="timed runs per precision"),
+) -> None:
+    """Every purifier's attack gradient under autocast against fp32: cosine, sign agreement,
+    time (on a CPU informative only)."""
+    from ..benchmarks import precision as bench
+
+    typer.echo(bench.run(out, precision, n, repeats))
+    typer.echo(f"wrote {out}/precision.md, precision.json")
 
 
 @bench_app.command("analytic")

@@ -1,4 +1,5 @@
 """Diffusion core: the VP and DDPM schedules, the eps-model convention, noise sources, samplers."""
+from .budget import graph_budget, parse_budget
 from .catalog import SAMPLER_OPTIONS, SAMPLERS, SamplerSpec
 from .ddpm import ddim, ddpm
 from .discrete import DiscreteSchedule
@@ -9,7 +10,7 @@ from .samplers import (SOLVER_GRADIENTS, probability_flow_ode, reverse_sde, reve
                        run_steps, time_grid)
 from .schedule import VPSchedule, add_noise
 
-__all__ = ["SAMPLERS", "SAMPLER_OPTIONS", "SOLVER_GRADIENTS", "BatchNoise", "DiscreteSchedule",
+__all__ = ["graph_budget", "parse_budget", "SAMPLERS", "SAMPLER_OPTIONS", "SOLVER_GRADIENTS", "BatchNoise", "DiscreteSchedule",
            "EpsModel", "FixedNoise", "NoiseSource", "PerSampleNoise", "SamplerSpec", "VPSchedule",
            "add_noise", "as_noise_source", "ddim", "ddpm", "langevin_sde", "predict_x0",
            "probability_flow_ode", "reverse_sde", "reverse_sde_step", "run_steps",

@@ -6,7 +6,8 @@ drives any step function under the solver-level gradient modes (DESIGN.md §4):
 - ``exact``: autograd through every step;
 - ``checkpoint``: each step runs without a graph and is recomputed in backward from its saved
   input state and noise (``RecomputedStep``), so only the per-step states and noises are kept,
-  and the gradient is the ``exact`` one.
+  and the gradient is the ``exact`` one. Inside ``graph_budget(bytes)`` (``budget.py``) the
+  graphs of as many steps as the budget holds are kept and only the others recomputed.
 
 ``adjoint`` exists only for samplers with a continuous-time form (see ``adjoint.py``).
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from .budget import current_budget, graph_bytes
 from .model import EpsModel, score
 from .noise import NoiseSource
 from .schedule import VPSchedule
@@ -92,10 +94,19 @@ def run_steps(step: Step, x: torch.Tensor, times: torch.Tensor, noise: NoiseSour
         step = hold_until_start(step, starts.to(device=x.device, dtype=torch.float64))
     needs_graph = x.requires_grad or any(c.requires_grad for c in context)
     recompute = gradient == "checkpoint" and torch.is_grad_enabled() and needs_graph
+    budget = current_budget() if recompute else None
     for i in range(len(times) - 1):
         t, t_next, z = float(times[i]), float(times[i + 1]), noise.randn_like(x)
-        if recompute:
+        if budget is not None and budget.total > 0 and budget.step_bytes is None:
+            x, budget.step_bytes = graph_bytes(lambda: step(x, t, t_next, z, *context), x.device)
+            budget.keep(budget.step_bytes)                 # the measured step is kept
+        elif budget is not None and budget.admits():
+            x = step(x, t, t_next, z, *context)
+            budget.keep(budget.step_bytes)
+        elif recompute:
             x = RecomputedStep.apply(step, t, t_next, x, z, *context)
+            if budget is not None:
+                budget.recomputed += 1
         else:
             x = step(x, t, t_next, z, *context)
         if callback is not None:

@@ -3,11 +3,12 @@ in several purification draws; and how runs are named (``describe``)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..accelerate import accelerated
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
 from ..purifiers import DefenseSettings, Models, Resized
@@ -27,7 +28,9 @@ def build_purifier(cfg: DefenseSettings, classifier: nn.Module,
     """
     if cfg.name == "none":
         return None
-    eps_model = load_diffusion(cfg.diffusion) if eps_model is None else eps_model
+    if eps_model is None:
+        eps_model = accelerated(load_diffusion(cfg.diffusion), cfg.precision, cfg.compile,
+                                cfg.channels_last)
     purifier = cfg.build(Models(eps_model, classifier, load_classifier))
     return purifier if cfg.purify_size is None else Resized(purifier, cfg.purify_size)
 
@@ -39,6 +42,7 @@ class Defense:
     config: DefenseSettings
     purifier: nn.Module | None
     surrogate: nn.Module | None
+    fast: dict[int, nn.Module] = field(default_factory=dict)   # classifiers as configured
 
     @classmethod
     def build(cls, cfg: DefenseSettings, classifier: nn.Module) -> Defense:
@@ -57,11 +61,16 @@ class Defense:
         if self.purifier is None:
             return classifier
         gradient = gradient or self.config.gradient
-        return PurifiedClassifier(self.purifier, classifier, generator=generator,
+        cfg = self.config
+        if id(classifier) not in self.fast:        # one wrapper per classifier (compile cache)
+            self.fast[id(classifier)] = accelerated(classifier, cfg.precision, cfg.compile,
+                                                    cfg.channels_last)
+        return PurifiedClassifier(self.purifier, self.fast[id(classifier)], generator=generator,
                                   gradient=gradient,
                                   surrogate=self.surrogate if gradient == "surrogate" else None,
-                                  ensemble=self.config.ensemble,
-                                  ensemble_rule=self.config.ensemble_rule)
+                                  ensemble=cfg.ensemble, ensemble_rule=cfg.ensemble_rule,
+                                  memory_budget=cfg.memory_budget if gradient == "checkpoint"
+                                  else None, rows_per_pass=cfg.rows_per_pass)
 
 
 def batch_generators(seed: int, start: int, stream: int = 0

@@ -11,11 +11,14 @@ from pydantic import (Field, PositiveFloat, PositiveInt, ValidationError, model_
                       model_validator)
 from torch import nn
 
+from ..accelerate import PRECISIONS
 from ..defense import ENSEMBLE_RULES, GRADIENTS
+from ..diffusion import parse_budget
 from ..settings import Named, validation_errors
 
 DEFENSE_FIELDS = ("diffusion", "gradient", "surrogate_dt", "ensemble", "ensemble_rule",
-                  "purify_size")      # fields of the defense around a purifier, not of its module
+                  "purify_size", "memory_budget", "rows_per_pass", "precision", "compile",
+                  "channels_last")    # fields of the defense around a purifier, not of its module
 
 
 def to_centered(x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +87,19 @@ class PurifierSettings(DefenseSettings):
                                                    "| majority vote")
     purify_size: PositiveInt | None = Field(None, description="purify at size×size and resize "
                                             "back (ImageNet guided diffusion: 256)")
+    memory_budget: str | None = Field(None, description="checkpoint gradient: keep the graphs "
+                                      "of as many solver steps as fit (6GB, 512MiB, auto) and "
+                                      "recompute the others; the same gradient")
+    rows_per_pass: PositiveInt | None = Field(None, description="an EOT gradient's copies × "
+                                              "images in chunks of at most this many rows "
+                                              "(accelerator memory; None: one pass)")
+    precision: Literal[tuple(PRECISIONS)] = Field("fp32", description="the eps-model's and the "
+                                                  "classifier's calls under autocast: fp32 | "
+                                                  "bf16 | fp16 (the sampler stays float32)")
+    compile: bool = Field(False, description="torch.compile the eps-model and the classifier "
+                          "(eager with a warning where it fails)")
+    channels_last: bool = Field(False, description="channels-last memory format for the "
+                                "networks (convolutions on GPUs)")
 
     continuous_time: ClassVar[bool] = True     # runs a continuous-time solver (adjoint allowed)
 
@@ -92,6 +108,11 @@ class PurifierSettings(DefenseSettings):
         if (self.gradient == "surrogate") != (self.surrogate_dt is not None):
             raise ValueError("expected surrogate_dt exactly when gradient is 'surrogate', found "
                              f"gradient={self.gradient!r}, surrogate_dt={self.surrogate_dt}")
+        if self.memory_budget is not None:
+            if self.gradient != "checkpoint":
+                raise ValueError(f"memory_budget applies to gradient 'checkpoint', found "
+                                 f"gradient={self.gradient!r}")
+            parse_budget(self.memory_budget)            # a readable budget, or the error
         if self.gradient == "adjoint" and not self.runs_continuous_time():
             raise ValueError(f"gradient 'adjoint' needs a continuous-time solver; "
                              f"{self.label()} runs discrete steps: use 'exact' or 'checkpoint'")
@@ -130,7 +151,12 @@ class PurifierSettings(DefenseSettings):
             body += f" ×{self.ensemble} {self.ensemble_rule}"
         if self.purify_size is not None:
             body += f" @{self.purify_size}px"
-        return body if self.gradient == "exact" else f"{body} [{self.gradient} gradient]"
+        if self.precision != "fp32":
+            body += f" {self.precision}"
+        if self.gradient == "exact":
+            return body
+        budget = f", keeps {self.memory_budget}" if self.memory_budget is not None else ""
+        return f"{body} [{self.gradient} gradient{budget}]"
 
 
 def module_settings(kind: type[PurifierSettings], settings: PurifierSettings | None,
