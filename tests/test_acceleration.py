@@ -136,18 +136,20 @@ def test_compile_gives_the_eager_outputs_and_gradients():
 
 def test_packed_eot_passes_give_the_one_pass_gradient():
     from advpure.attacks import eot_loss_and_grad
-    from advpure.attacks.eot import packed
 
-    assert packed(10, None) == [slice(0, 10)] and packed(10, 4) == [slice(0, 4), slice(4, 8),
-                                                                     slice(8, 10)]
     x, y = torch.rand(3, 1, 8, 8), torch.tensor([1, 2, 3])
-    results = []
-    for rows in (None, 4):
+    results, passes = [], []
+    for rows in (None, 4, "auto"):            # auto: one pass on a CPU
         defended = PurifiedClassifier(DiffPure(tiny_unet(), t_star=0.1, dt=0.05), tiny_cnn(),
                                       torch.Generator().manual_seed(0), rows_per_pass=rows)
         results.append(eot_loss_and_grad(defended, x, y, eot=4))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    torch.testing.assert_close(results[0][1], results[1][1])
+        passes.append(defended.passes)
+    assert passes == [1, 3, 1]                  # 12 rows: 4 + 4 + 4
+    for other in results[1:]:
+        torch.testing.assert_close(results[0][0], other[0])
+        torch.testing.assert_close(results[0][1], other[1])
+    with pytest.raises(ValueError, match="rows_per_pass a whole number >= 1 or 'auto'"):
+        PurifiedClassifier(DiffPure(tiny_unet()), tiny_cnn(), rows_per_pass=0)
 
 
 def test_fp16_scales_its_gradient_so_that_small_components_do_not_underflow():

@@ -9,6 +9,7 @@ from .diffusion import SOLVER_GRADIENTS, PerSampleNoise, graph_budget, parse_bud
 
 GRADIENTS = SOLVER_GRADIENTS + ("bpda", "surrogate", "blind")
 ENSEMBLE_RULES = ("mean", "vote")
+AUTO_PROBE_ROWS = 16          # rows_per_pass="auto": the first pass, which measures a row
 
 
 def straight_through(value: torch.Tensor, gradient_path: torch.Tensor) -> torch.Tensor:
@@ -41,7 +42,11 @@ class PurifiedClassifier(nn.Module):
     the gradient is the same at every budget.
 
     ``rows_per_pass``: an EOT gradient (``attacks.eot``) sends its copies × images in chunks of
-    at most this many rows (an accelerator's memory; the same gradient).
+    at most this many rows (an accelerator's memory; the same gradient). ``"auto"``: on CUDA the
+    first pass (``AUTO_PROBE_ROWS`` rows) measures one row's graph (the allocator's growth over
+    the forward pass) and the next passes take as many rows as ``memory_budget`` (default
+    ``auto``: 80 % of the free memory) holds; on a CPU, one pass. ``passes`` says how many the
+    last EOT gradient took.
 
     ``ensemble`` = S > 1 purifies every image S times with independent noise and combines the S
     classifier outputs (Pei et al., Algorithm 3): ``"mean"`` returns the mean logits, whose
@@ -54,7 +59,7 @@ class PurifiedClassifier(nn.Module):
                  generator: torch.Generator | None = None, gradient: str = "exact",
                  surrogate: nn.Module | None = None, ensemble: int = 1,
                  ensemble_rule: str = "mean", memory_budget: str | int | None = None,
-                 rows_per_pass: int | None = None):
+                 rows_per_pass: int | str | None = None):
         super().__init__()
         check_choice(gradient, GRADIENTS, "gradient")
         if not (isinstance(ensemble, int) and ensemble >= 1):
@@ -77,10 +82,28 @@ class PurifiedClassifier(nn.Module):
                              f"gradient={gradient!r}")
         self.memory_budget = memory_budget  # graph bytes kept per purification (checkpoint)
         self.last_budget = None             # what the last purification kept and recomputed
-        if rows_per_pass is not None and not (isinstance(rows_per_pass, int) and rows_per_pass > 0):
-            raise ValueError(f"PurifiedClassifier: expected rows_per_pass a whole number >= 1, "
-                             f"found {rows_per_pass!r}")
+        if rows_per_pass not in (None, "auto") and not (isinstance(rows_per_pass, int)
+                                                        and rows_per_pass > 0):
+            raise ValueError(f"PurifiedClassifier: expected rows_per_pass a whole number >= 1 "
+                             f"or 'auto', found {rows_per_pass!r}")
         self.rows_per_pass = rows_per_pass  # EOT rows per forward-backward (None: all at once)
+        self.row_bytes: float | None = None  # "auto" on CUDA: one row's graph, measured
+        self.passes = 1                      # the last EOT gradient's sequential passes
+
+    def plan_pass(self, remaining: int) -> int:
+        """How many of the ``remaining`` EOT rows the next forward–backward takes."""
+        if self.rows_per_pass is None:
+            return remaining
+        if self.rows_per_pass != "auto":
+            return min(remaining, self.rows_per_pass)
+        if not torch.cuda.is_available() or self._device != "cuda":
+            return remaining
+        if self.row_bytes is None:
+            return min(remaining, AUTO_PROBE_ROWS)
+        budget = parse_budget(self.memory_budget or "auto", "cuda")
+        return max(1, min(remaining, int(budget // max(self.row_bytes, 1.0))))
+
+    _device = "cpu"                          # the device of the last input
 
     def _noise(self, x: torch.Tensor) -> PerSampleNoise:
         return PerSampleNoise.spawn(self.generator, x.shape[0], x.device)
@@ -102,6 +125,16 @@ class PurifiedClassifier(nn.Module):
         return purified                             # blind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._device = check_images(x).device.type
+        if self.rows_per_pass == "auto" and x.is_cuda and torch.is_grad_enabled():
+            before = torch.cuda.memory_allocated(x.device)
+            logits = self._forward(x)
+            grown = torch.cuda.memory_allocated(x.device) - before
+            self.row_bytes = max(self.row_bytes or 0.0, grown / x.shape[0])
+            return logits
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gradient == "blind" and torch.is_grad_enabled():
             return self.classifier(check_images(x))
         if self.ensemble == 1:

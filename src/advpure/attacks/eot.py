@@ -21,25 +21,24 @@ def eot_loss_and_grad(model: Model, x: torch.Tensor, y: torch.Tensor, eot: int,
 
     The K copies run as one batch (copy-major: rows k·N … k·N+N−1 are copy k), the per-copy
     losses are summed and one backward pass gives ∑_k ∇ℓ_k; dividing by K gives exactly the
-    mean of the K per-copy gradients. A model with ``rows_per_pass`` (a PurifiedClassifier
-    packed for an accelerator's memory) gets the K·N rows in chunks of at most that many, one
-    forward–backward each, the gradients summed. Returns (per-image mean loss [N], gradient
-    like x).
+    mean of the K per-copy gradients. A model that plans its passes (``plan_pass``: a
+    PurifiedClassifier packed for an accelerator's memory) gets the K·N rows in chunks of the
+    sizes it asks for, one forward–backward each, the gradients summed. Returns (per-image mean
+    loss [N], gradient like x).
     """
     rows = x.detach().repeat(eot, *([1] * (x.dim() - 1)))
     targets = y.repeat(eot, *([1] * (y.dim() - 1)))
-    losses, grads = [], []
-    for chunk in packed(len(rows), getattr(model, "rows_per_pass", None)):
+    plan = getattr(model, "plan_pass", lambda remaining: remaining)
+    losses, grads, start = [], [], 0
+    while start < len(rows):
+        chunk = slice(start, start + plan(len(rows) - start))
         leaf = rows[chunk].requires_grad_(True)
         chunk_losses = loss(model(leaf), targets[chunk])
         (grad,) = torch.autograd.grad(chunk_losses.sum(), leaf)
         losses.append(chunk_losses.detach())
         grads.append(grad)
+        start = chunk.stop
+    if hasattr(model, "passes"):
+        model.passes = len(grads)
     grad = torch.cat(grads).view(eot, *x.shape).sum(0)
     return torch.cat(losses).view(eot, -1).mean(0), grad / eot
-
-
-def packed(rows: int, rows_per_pass: int | None) -> list[slice]:
-    """The row ranges of the sequential passes: all rows at once without a limit."""
-    step = rows if not rows_per_pass else min(rows, rows_per_pass)
-    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]

@@ -90,9 +90,9 @@ class PurifierSettings(DefenseSettings):
     memory_budget: str | None = Field(None, description="checkpoint gradient: keep the graphs "
                                       "of as many solver steps as fit (6GB, 512MiB, auto) and "
                                       "recompute the others; the same gradient")
-    rows_per_pass: PositiveInt | None = Field(None, description="an EOT gradient's copies × "
-                                              "images in chunks of at most this many rows "
-                                              "(accelerator memory; None: one pass)")
+    rows_per_pass: PositiveInt | Literal["auto"] | None = Field(
+        None, description="an EOT gradient's copies × images in chunks of at most this many "
+        "rows (auto: as many as memory_budget holds on CUDA, measured; None: one pass)")
     precision: Literal[tuple(PRECISIONS)] = Field("fp32", description="the eps-model's and the "
                                                   "classifier's calls under autocast: fp32 | "
                                                   "bf16 | fp16 (the sampler stays float32)")
