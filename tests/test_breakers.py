@@ -198,4 +198,11 @@ def test_the_strongest_attack_and_its_paired_sign_tests_by_hand():
     assert entry["others"]["b"]["p_value"] == pytest.approx(1 / 16)
     assert entry["others"]["c"]["p_value"] == pytest.approx(1 / 2)
     assert entry["others"]["b"]["points"] == pytest.approx(100 * 4 / 6)
+    # the gap's t interval over the 6 images' differences b − a = 0, 1, 1, 1, 1, 0
+    import statistics
+
+    from scipy.stats import t
+    half = t.ppf(0.975, 5) * statistics.stdev([0, 1, 1, 1, 1, 0]) / 6 ** 0.5
+    assert entry["others"]["b"]["points_low"] == pytest.approx(100 * (4 / 6 - half))
+    assert entry["others"]["b"]["points_high"] == pytest.approx(100 * (4 / 6 + half))
     assert paired_sign_test([0.5, 0.5], [0.5, 0.5])["p_value"] == 1.0

@@ -3,6 +3,7 @@ field of every purifier and attack) still load: ``advpure report`` rebuilds the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from advpure.cli import app
 from advpure.evaluation.config import EvalConfig
+from advpure.evaluation.stats import wilson_interval
 
 DATA = Path(__file__).parent / "data"
 
@@ -23,13 +25,19 @@ def test_a_0_1_0_run_directory_reports_the_same_tables(tmp_path):
     old = (run / "results-0.1.0.md").read_text().splitlines()
     new = (run / "results.md").read_text().splitlines()
     assert len(old) == len(new)
+
+    def numbers(line: str) -> str:         # the intervals are over images since 0.1.0
+        return re.sub(r" \[[0-9.]+, [0-9.]+\]", "", line)
     for before, now in zip(old, new):      # the same numbers; all-draws accuracy added since
         if before.startswith("|---"):
             assert now in (before, before + "---|")
         elif before.startswith("|") and before.count("|") == 4:
-            assert now.rsplit(" |", 2)[0] + " |" == before
-        else:
+            assert numbers(now).rsplit(" |", 2)[0] + " |" == numbers(before)
+        elif not before.startswith("Mean ± sample std"):
             assert now.startswith(before.removesuffix("."))
+    # 4 images × 2 seeds, all correct: 0.1.0 pooled 8 pairs ([67.6, 100]); now 4 images
+    low, _ = wilson_interval(4, 4)
+    assert f"[{100 * low:.1f}, 100.0]" in "\n".join(new) and "[67.6, 100.0]" in "\n".join(old)
 
 
 def test_a_0_1_0_config_reads_as_the_new_settings():

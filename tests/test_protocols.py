@@ -64,8 +64,12 @@ def test_aggregation_on_fixed_records():
     assert r.autoattack_papers_rule()["mean"] == pytest.approx((0.5 + 2 / 3) / 2)
     # votes (strict majority of 2 draws = both correct): seed 0 rand 1,0,1; seed 1 rand 1,1,0
     assert r.accuracy(rand, "vote")["mean"] == pytest.approx(2 / 3)
-    pooled = r.interval("robust")                    # 6 (image, seed) pairs, 2.5 correct
-    assert (pooled["ci_low"], pooled["ci_high"]) == pytest.approx(wilson_interval(2.5, 6))
+    # the image is the unit: per-image worst case averaged over the seeds, (0.5 + 1) / 2,
+    # (0.5 + 0) / 2, (0 + 0.5) / 2 → 0.75, 0.25, 0.25: 1.25 of 3 images, not 2.5 of 6 pairs
+    by_image = r.interval("robust")
+    assert r.per_image("robust") == pytest.approx([0.75, 0.25, 0.25])
+    assert (by_image["ci_low"], by_image["ci_high"]) == pytest.approx(wilson_interval(1.25, 3))
+    assert by_image["n"] == 3
 
 
 def test_the_store_round_trips_a_run(tmp_path):

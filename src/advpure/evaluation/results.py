@@ -109,14 +109,19 @@ class EvalResult:
             return self.correct(seed, which, kind)
         return mean_std([statistics.fmean(per_seed(s)) for s in self.config.seeds])
 
-    def interval(self, which: str, kind: str = "single_draw") -> dict[str, float]:
-        """The 95 % Wilson interval of an accuracy pooled over all (image, seed) pairs."""
-        pooled = []
-        for seed in self.config.seeds:
-            pooled += self.correct(seed, CLEAN, kind) if which == "standard" else \
+    def per_image(self, which: str, kind: str = "single_draw") -> list[float]:
+        """Each image's correctness averaged over the seeds (the image is the unit)."""
+        def per_seed(seed: int) -> list[float]:
+            return self.correct(seed, CLEAN, kind) if which == "standard" else \
                 self.robust_correct(seed, kind) if which == "robust" else \
                 self.correct(seed, which, kind)
-        return accuracy_summary(pooled)
+        return [statistics.fmean(v) for v in zip(*(per_seed(s) for s in self.config.seeds))]
+
+    def interval(self, which: str, kind: str = "single_draw") -> dict[str, float]:
+        """The 95 % Wilson interval of an accuracy over the n images, each image's correctness
+        averaged over seeds and draws: re-running the same images with more seeds does not
+        count as more images (``stats.accuracy_summary``)."""
+        return accuracy_summary(self.per_image(which, kind))
 
     def autoattack_papers_rule(self) -> dict[str, float] | None:
         """The papers' AutoAttack number: min over versions of the aggregate accuracy, per seed
@@ -142,9 +147,7 @@ class EvalResult:
             "budget_reductions": self.config.budget_reductions(),
             "attack_seconds": self.attack_seconds(),
             "perceptual": self.perceptual(),
-            "per_image": {a: [statistics.fmean(v) for v in zip(*(self.correct(s, a)
-                                                                for s in self.config.seeds))]
-                          for a in self.attacks},
+            "per_image": {a: self.per_image(a) for a in self.attacks},
             "note": self.config.note,
             "per_seed": [{"seed": s, "seconds": self.seconds.get(s),
                           "standard_accuracy": statistics.fmean(self.correct(s, CLEAN)),

@@ -14,7 +14,11 @@ R independent purification draws. From those:
   accuracy, then the mean over images — stricter than the papers' rule, which takes the minimum
   of the attacks' *aggregate* accuracies (DiffPure App. B.2, COUP §5.1; ``papers_rule``).
 
-Every accuracy comes with a 95 % Wilson score interval (``wilson_interval``).
+Every accuracy comes with a 95 % Wilson score interval (``wilson_interval``) over the images:
+each image's correctness is first averaged over its seeds and draws, so that the image is the
+unit (16 images × 3 seeds are 16 trials, not 48). Paired differences between attacks or
+defenses get a t interval over the images' differences (``paired_difference``), beside the
+sign test.
 """
 from __future__ import annotations
 
@@ -93,6 +97,21 @@ def papers_rule(accuracies: dict[str, float]) -> float:
     if not accuracies:
         raise ValueError("papers_rule: expected at least one attack, found none")
     return min(accuracies.values())
+
+
+def paired_difference(first: Sequence[float], second: Sequence[float]) -> dict[str, float]:
+    """The mean over images of first − second (per-image correctness) with its 95 % t interval
+    (n − 1 degrees of freedom; a zero-width interval for n = 1 or no spread)."""
+    from scipy.stats import t as student_t
+
+    if len(first) != len(second) or not first:
+        raise ValueError(f"paired_difference: expected paired values, found {len(first)} and "
+                         f"{len(second)}")
+    diffs = [a - b for a, b in zip(first, second)]
+    n, mean = len(diffs), sum(diffs) / len(diffs)
+    sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    half = float(student_t.ppf(0.975, n - 1)) * sd / n ** 0.5 if n > 1 else 0.0
+    return {"difference": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
 def accuracy_summary(correct: Sequence[float]) -> dict[str, float]:

@@ -77,8 +77,9 @@ def report_text(result: EvalResult) -> str:
              f"accuracy on {standard}; classifier "
              f"`{cfg.classifier}`, seeds {', '.join(map(str, cfg.seeds))}, {cfg.draws} "
              "purification draw(s) per final evaluation.",
-             "Mean ± sample std over seeds; brackets: 95 % Wilson interval pooled over all "
-             "(image, seed) evaluations. Single draw: the fraction of draws that are correct; "
+             "Mean ± sample std over seeds; brackets: 95 % Wilson interval over the "
+             f"{len(result.subset_indices)} images, each image's correctness averaged over its "
+             "seeds and draws (the image is the unit). Single draw: the fraction of draws that are correct; "
              "vote: the true label has strictly more votes than any other; all draws "
              "(N-evaluation, DiffHammer): every draw is correct, the resubmission risk."]
     reductions = cfg.budget_reductions()

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..evaluation.config import DefenseConfig, EvalConfig
-from ..evaluation.stats import paired_sign_test
+from ..evaluation.stats import paired_difference, paired_sign_test
 from ..purifiers import PurifierSettings
 from .report import ci, note_line, pct
 from .sweep import run_or_resume
@@ -91,9 +91,13 @@ def strongest_attack(defense: str, summary: dict, attacks: list[str]) -> dict:
         return {"defense": defense, "strongest": None, "others": {}}
     accuracy = {a: summary["accuracies"][a]["single_draw"]["mean"] for a in attacks}
     best = min(attacks, key=accuracy.get)
-    others = {a: {"points": 100 * (accuracy[a] - accuracy[best]),
-                  **paired_sign_test(per_image[best], per_image[a])}
-              for a in attacks if a != best}
+    others = {}
+    for a in attacks:
+        if a != best:
+            gap = paired_difference(per_image[a], per_image[best])
+            others[a] = {"points": 100 * (accuracy[a] - accuracy[best]),
+                         "points_low": 100 * gap["ci_low"], "points_high": 100 * gap["ci_high"],
+                         **paired_sign_test(per_image[best], per_image[a])}
     return {"defense": defense, "strongest": best, "accuracy": accuracy[best], "others": others}
 
 
@@ -101,19 +105,27 @@ def _strongest_section(table: dict) -> str:
     attacks = table["attacks"]
     lines = ["## Strongest attack per defense\n",
              "Single-draw accuracy; each cell: how many points more the attack leaves than the "
-             "strongest, and the one-sided paired sign test over images that the strongest "
-             "leaves fewer correct (p).\n",
+             "strongest with its 95 % t interval over the images' paired differences, and the "
+             "one-sided paired sign test over images that the strongest leaves fewer correct "
+             "(p).\n",
              "| defense | strongest | " + " | ".join(attacks) + " |",
              "|" + "---|" * (len(attacks) + 2)]
     for entry in table["strongest"]:
         if entry["strongest"] is None:
             continue
         cells = [f"**{100 * entry['accuracy']:.1f} %**" if a == entry["strongest"] else
-                 f"+{entry['others'][a]['points']:.1f} (p = {entry['others'][a]['p_value']:.2g})"
+                 _gap(entry["others"][a])
                  for a in attacks]
         lines.append(f"| {entry['defense']} | {entry['strongest'].split('(')[0]} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _gap(other: dict) -> str:
+    """'+10.9 [4.2, 17.6] (p = 0.00072)'."""
+    ci = f" [{other['points_low']:.1f}, {other['points_high']:.1f}]" if "points_low" in other \
+        else ""
+    return f"+{other['points']:.1f}{ci} (p = {other['p_value']:.2g})"
 
 
 def table_markdown(table: dict, base: EvalConfig) -> str:
@@ -135,8 +147,8 @@ def table_markdown(table: dict, base: EvalConfig) -> str:
              "the true label has strictly more votes than any other; all draws (N-evaluation, "
              "DiffHammer): every draw is correct. Worst case (ours): per image, the minimum over the "
              "attacks; AutoAttack (papers' rule): the minimum of the standard and rand versions' "
-             "aggregate accuracies. Brackets: 95 % Wilson interval pooled over all (image, seed) "
-             "pairs."]
+             "aggregate accuracies. Brackets: 95 % Wilson interval over the images, each image's "
+             "correctness averaged over its seeds and draws (the image is the unit)."]
     if table["budget_reductions"]:
         notes.append(f"**Reduced budgets** against protocol `{base.protocol}`: "
                      + "; ".join(table["budget_reductions"]) + ".")
