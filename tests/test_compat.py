@@ -33,6 +33,9 @@ def test_a_0_1_0_run_directory_reports_the_same_tables(tmp_path):
             assert now in (before, before + "---|")
         elif before.startswith("|") and before.count("|") == 4:
             assert numbers(now).rsplit(" |", 2)[0] + " |" == numbers(before)
+        elif before.startswith("Dataset"):          # "seeds 0, 1, 1 purification draw(s)"
+            assert now.split("; seeds")[0] == before.split(", seeds")[0]
+            assert "; seeds 0, 1; 1 purification draw per final" in now
         elif not before.startswith("Mean ± sample std"):
             assert now.startswith(before.removesuffix("."))
     # 4 images × 2 seeds, all correct: 0.1.0 pooled 8 pairs ([67.6, 100]); now 4 images

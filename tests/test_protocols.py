@@ -56,7 +56,7 @@ def test_aggregation_on_fixed_records():
     r = fixed_result()
     std, rand = r.attacks
     assert r.accuracy("standard") == pytest.approx({"mean": (2.5 / 3 + 1) / 2,
-                                                    "std": pytest.approx(0.1178511)})
+                                                    "std": pytest.approx(0.1178511), "seeds": 2})
     # seed 0: standard 0.5,1,0 → 0.5; rand 1,0.5,1 → 0.833; worst 0.5,0.5,0 → 0.333
     # seed 1: standard 1,0,1 → 0.667; rand 1,1,0.5 → 0.833; worst 1,0,0.5 → 0.5
     assert r.accuracy(std)["mean"] == pytest.approx((0.5 + 2 / 3) / 2)

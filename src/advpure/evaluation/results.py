@@ -16,9 +16,10 @@ KINDS = ("single_draw", "vote", "all_draws")     # see stats.py
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (0 for a single seed)."""
+    """Mean and sample standard deviation over seeds (0 for a single seed), and the number of
+    seeds (so that a single seed's "± 0" is not printed)."""
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std}
+    return {"mean": statistics.fmean(values), "std": std, "seeds": len(values)}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from .. import data
 from .config import EvalConfig
 from .executors import LocalExecutor, RayExecutor
 from .experiment import describe, evaluation_subsets
-from .results import CLEAN, EvalResult
+from .results import EvalResult
 from .shards import Shard, plan_shards
 from .store import STORE_NAME, Outcome, RecordStore, RunError, RunLock
 
@@ -84,7 +84,7 @@ class RobustTally:
     """The running robust accuracy (single draw, worst case over the attacks) for the bar."""
 
     def __init__(self, attacks: list[str]):
-        self.attacks = attacks or [CLEAN]
+        self.attacks = attacks                 # none: no robust accuracy to show
         self.correct, self.count = 0.0, 0
 
     def add(self, outcomes: list[Outcome]) -> None:

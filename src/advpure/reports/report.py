@@ -19,8 +19,16 @@ from .plots import figure
 
 
 def pct(stat: dict[str, float]) -> str:
-    """'93.8 ± 1.2 %' from a {'mean', 'std'} dict of fractions."""
+    """'93.8 ± 1.2 %' from a {'mean', 'std'} dict of fractions; '93.8 %' for one seed."""
+    if stat.get("seeds", 2) == 1:
+        return f"{100 * stat['mean']:.1f} %"
     return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f} %"
+
+
+def seeds_and_draws(cfg: EvalConfig) -> str:
+    """'seeds 0, 1, 2; 1 purification draw' — never readable as four seeds."""
+    draws = f"{cfg.draws} purification draw{'s' if cfg.draws > 1 else ''}"
+    return f"seed{'s' if len(cfg.seeds) > 1 else ''} {', '.join(map(str, cfg.seeds))}; {draws}"
 
 
 def ci(stat: dict[str, float]) -> str:
@@ -30,12 +38,15 @@ def ci(stat: dict[str, float]) -> str:
 
 def results_table(results: list[EvalResult]) -> str:
     """A Markdown table: one row per evaluation, accuracies as mean ± std over seeds; the
-    robust column is the per-image worst case over the run's attacks."""
-    lines = ["| defense vs attack | seeds | standard accuracy | robust accuracy |",
-             "|---|---|---|---|"]
+    robust column (the per-image worst case over the run's attacks) only where attacks ran."""
+    attacked = any(r.attacks for r in results)
+    lines = ["| defense vs attack | seeds | standard accuracy |"
+             + (" robust accuracy |" if attacked else ""),
+             "|---|---|---|" + ("---|" if attacked else "")]
     for r in results:
+        robust = (f" {pct(r.accuracy('robust'))} |" if r.attacks else " – |") if attacked else ""
         lines.append(f"| {describe(r.config)} | {len(r.config.seeds)} | "
-                     f"{pct(r.accuracy('standard'))} | {pct(r.accuracy('robust'))} |")
+                     f"{pct(r.accuracy('standard'))} |{robust}")
     return "\n".join(lines)
 
 
@@ -46,6 +57,8 @@ def paper_rows(result: EvalResult) -> list[dict[str, str]]:
     rows = []
     summary = result.summary()
     for which, stats in summary["accuracies"].items():
+        if which == "robust" and not result.attacks:
+            continue                                   # no attack ran: no robust accuracy
         label = {"standard": "standard (clean)",
                  "robust": "worst case over attacks, per image (ours)"}.get(which, which)
         rows.append({"accuracy": label,
@@ -75,8 +88,7 @@ def report_text(result: EvalResult) -> str:
     notes = [f"Dataset {cfg.dataset} ({cfg.split}): robust accuracy on a fixed subset of "
              f"{len(result.subset_indices)} images (subset seed {cfg.subset_seed}), standard "
              f"accuracy on {standard}; classifier "
-             f"`{cfg.classifier}`, seeds {', '.join(map(str, cfg.seeds))}, {cfg.draws} "
-             "purification draw(s) per final evaluation.",
+             f"`{cfg.classifier}`; {seeds_and_draws(cfg)} per final evaluation.",
              "Mean ± sample std over seeds; brackets: 95 % Wilson interval over the "
              f"{len(result.subset_indices)} images, each image's correctness averaged over its "
              "seeds and draws (the image is the unit). Single draw: the fraction of draws that are correct; "
@@ -127,13 +139,38 @@ def write_run(result: EvalResult, out_dir: Path) -> Path:
     (out_dir / "results.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     figure = "" if grid is None else "\n![clean and adversarial images](grid.png)\n"
     (out_dir / "results.md").write_text(report_text(result) + figure)
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["defense", "accuracy", "single draw", "vote",
-                                               "all draws"])
-        writer.writeheader()
-        for row in paper_rows(result):
-            writer.writerow({"defense": result.config.defense.describe(), **row})
+    write_csv(result, out_dir / "results.csv")
     return out_dir
+
+
+CSV_KINDS = ("single_draw", "vote", "all_draws")
+CSV_STATS = ("mean", "std", "ci_low", "ci_high")
+
+
+def write_csv(result: EvalResult, path: Path) -> None:
+    """results.csv: one row per accuracy, numbers only — for each kind (single draw, vote, all
+    draws) its mean and sample std over seeds and its 95 % interval, as fractions; the papers'
+    AutoAttack rule has a single-draw mean and std only."""
+    summary = result.summary()
+    fields = ["defense", "accuracy", "seeds", "images"] + [f"{k}_{s}" for k in CSV_KINDS
+                                                          for s in CSV_STATS]
+    defense = result.config.defense.describe()
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for which, stats in summary["accuracies"].items():
+            if which == "robust" and not result.attacks:
+                continue
+            row = {"defense": defense, "accuracy": which, "seeds": len(result.config.seeds),
+                   "images": stats["single_draw"]["n"]}
+            row |= {f"{k}_{s}": f"{stats[k][s]:.6g}" for k in CSV_KINDS for s in CSV_STATS}
+            writer.writerow(row)
+        rule = summary["autoattack_papers_rule"]
+        if rule is not None:
+            writer.writerow({"defense": defense, "accuracy": "autoattack papers' rule",
+                             "seeds": len(result.config.seeds),
+                             "single_draw_mean": f"{rule['mean']:.6g}",
+                             "single_draw_std": f"{rule['std']:.6g}"})
 
 
 def load_run(run_dir: Path) -> EvalResult:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..evaluation.config import DefenseConfig, EvalConfig
 from ..evaluation.stats import paired_difference, paired_sign_test
 from ..purifiers import PurifierSettings
-from .report import ci, note_line, pct
+from .report import ci, note_line, pct, seeds_and_draws
 from .sweep import run_or_resume
 
 COMMON = tuple(f for f in PurifierSettings.model_fields if f != "name")   # every purifier has
@@ -141,8 +141,8 @@ def table_markdown(table: dict, base: EvalConfig) -> str:
                                  "that cannot be had offline)"))
     notes = [f"{base.dataset} ({base.split}); robust accuracy on a fixed subset of {base.n} "
              f"images (at most the split), standard accuracy on "
-             f"{base.standard_n or 'the whole split'}; seeds {', '.join(map(str, base.seeds))}; "
-             f"{base.draws} purification draw(s) per final evaluation; accuracies as mean ± "
+             f"{base.standard_n or 'the whole split'}; {seeds_and_draws(base)} per final "
+             "evaluation; accuracies as mean ± "
              "sample std over seeds. Single draw: the fraction of draws that are correct; vote: "
              "the true label has strictly more votes than any other; all draws (N-evaluation, "
              "DiffHammer): every draw is correct. Worst case (ours): per image, the minimum over the "
