@@ -244,3 +244,65 @@ def test_saved_adversarial_images_come_back_with_the_grid_and_files_list_defense
     assert [r["defense"] for r in rows] == ["none", "diffpure(t*=0.05, dt=0.05)"]
     refused = CliRunner().invoke(app, ["evaluate", "--config", str(exp)])
     assert refused.exit_code != 0 and "advpure table --config" in refused.output
+
+
+def _small_run(tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["evaluate", "--n", "3", "--standard-n", "3", "--draws", "2",
+                                      "--attack", "pgd", "--eps", "0.2", "--steps", "1",
+                                      "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_a_tampered_store_is_refused_naming_the_rows(tmp_path):
+    import sqlite3
+
+    run = _small_run(tmp_path)
+    with sqlite3.connect(run / "records.sqlite") as db:     # flip one stored outcome
+        db.execute("UPDATE outcomes SET single_draw = 1 - single_draw, vote = 1 - vote "
+                   "WHERE rowid = (SELECT MIN(rowid) FROM outcomes WHERE attack != 'clean')")
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code != 0
+    output = " ".join(result.output.replace("│", " ").split())
+    assert "1 stored outcome(s) disagree with their own predictions" in output
+    assert "row " in output and "refusing to report" in output
+
+
+def test_a_corrupt_store_and_an_empty_one_say_what_to_do(tmp_path):
+    run = _small_run(tmp_path)
+    (run / "records.sqlite").write_bytes(b"not a database" * 100)
+    result = CliRunner().invoke(app, ["report", str(run)])
+    output = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code != 0 and "is corrupt" in output and "another --out" in output
+    (run / "records.sqlite").unlink()
+    RecordStore(run / "records.sqlite").close()
+    result = CliRunner().invoke(app, ["report", str(run)])
+    output = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code != 0 and "holds no run" in output and "command again" in output
+
+
+def test_results_csv_holds_numbers(tmp_path):
+    import csv
+
+    run = _small_run(tmp_path)
+    with open(run / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["accuracy"] for r in rows] == ["standard", "pgd-linf(eps=0.2, 1 steps, EOT 1)",
+                                             "robust"]
+    for row in rows:
+        for key, value in row.items():
+            if key not in ("defense", "accuracy"):
+                assert 0.0 <= float(value) <= max(1.0, float(row["images"]))
+    markdown = (run / "results.md").read_text()
+    assert "± 0.0" not in markdown and "seed 0; 2 purification draws per final" in markdown
+
+
+def test_without_an_attack_there_is_no_robust_column(tmp_path):
+    run = tmp_path / "clean"
+    result = CliRunner().invoke(app, ["evaluate", "--n", "3", "--standard-n", "3",
+                                      "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "robust" not in (run / "results.md").read_text().split("\n\n")[1]
+    assert "robust=" not in result.output
+    assert "robust" not in (run / "results.csv").read_text()

@@ -155,6 +155,24 @@ class RecordStore:
         return [Outcome(seed, attack, index, label, tuple(json.loads(preds)), seconds)
                 for seed, attack, index, label, preds, seconds in rows]
 
+    def disagreements(self, run_id: str) -> list[str]:
+        """The rows of ``run_id`` whose stored single-draw or vote column is not what their
+        stored predictions give (a store edited after it was written), described."""
+        rows = self.connection.execute(
+            "SELECT rowid, seed, attack, sample_index, label, predictions, single_draw, vote "
+            "FROM outcomes WHERE run_id = ? ORDER BY rowid", (run_id,))
+        found = []
+        for rowid, seed, attack, index, label, preds, single, vote in rows:
+            predictions = tuple(json.loads(preds))
+            expect_single = single_draw_correct(predictions, label)
+            expect_vote = int(vote_correct(predictions, label))
+            if abs(single - expect_single) > 1e-9 or vote != expect_vote:
+                found.append(f"row {rowid} (seed {seed}, {attack}, image {index}): stored "
+                             f"single_draw {single:g} and vote {vote}, its predictions "
+                             f"{list(predictions)} of label {label} give {expect_single:g} and "
+                             f"{expect_vote}")
+        return found
+
     def adversarial(self, run_id: str, seed: int, attack: str, shape: tuple[int, ...]
                     ) -> dict[int, torch.Tensor]:
         """The stored adversarial images of one (seed, attack): sample index -> C×H×W tensor."""

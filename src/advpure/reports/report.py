@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 from pathlib import Path
 
 import torch
@@ -179,11 +180,23 @@ def load_run(run_dir: Path) -> EvalResult:
     path = Path(run_dir) / STORE_NAME
     if not path.is_file():
         raise ValueError(f"expected a run directory with {STORE_NAME}, found none in {run_dir}")
-    store = RecordStore(path)
+    try:
+        store = RecordStore(path)
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"{path} is corrupt ({err}): it cannot be read. Re-run the "
+                         "evaluation into a new directory (its command with another --out)") \
+            from None
     try:
         run = _directory_run(store, Path(run_dir))
         config = EvalConfig.model_validate_json(run["config"])
         outcomes = store.outcomes(run["run_id"])
+        tampered = store.disagreements(run["run_id"])
+        if tampered:
+            raise ValueError(f"{path}: {len(tampered)} stored outcome(s) disagree with their own "
+                             "predictions — the file was changed after it was written; "
+                             "refusing to report from it: " + "; ".join(tampered[:3])
+                             + ("; …" if len(tampered) > 3 else "") + ". Re-run the "
+                             "evaluation into a new directory")
         attacks = list(dict.fromkeys(o.attack for o in outcomes if o.attack != "clean"))
         clean = [o.sample_index for o in outcomes
                  if o.seed == config.seeds[0] and o.attack == "clean"]
@@ -198,7 +211,8 @@ def load_run(run_dir: Path) -> EvalResult:
 def _directory_run(store: RecordStore, run_dir: Path) -> dict:
     runs = store.runs()
     if not runs:
-        raise ValueError(f"{store.path}: the store holds no run")
+        raise ValueError(f"{store.path}: the store holds no run (the evaluation was interrupted "
+                         "before its first outcome): run the evaluation's command again")
     config = run_dir / "config.json"
     run_id = store.find_run(config.read_text()) if config.is_file() else None
     return runs[-1] if run_id is None else store.run(run_id)
