@@ -306,3 +306,32 @@ def test_without_an_attack_there_is_no_robust_column(tmp_path):
     assert "robust" not in (run / "results.md").read_text().split("\n\n")[1]
     assert "robust=" not in result.output
     assert "robust" not in (run / "results.csv").read_text()
+
+
+def test_a_budget_sweep_says_when_the_attack_has_not_converged():
+    from advpure.reports.sweep import Sweep, convergence_note
+
+    def summary(correct):
+        return {"per_seed": [{"adv_correct": correct}],
+                "robust_accuracy": {"mean": sum(correct) / len(correct), "std": 0.0, "seeds": 1}}
+    falling = Sweep("steps", [10, 20, 40], [summary([1.0] * 10), summary([0.0] * 10),
+                                            summary([0.0] * 10)], None)
+    note = convergence_note(falling)
+    assert "Not converged" in note and "from steps 10 to 20" in note and "p = 0.00098" in note
+    assert "from steps 20 to 40" not in note                     # levelled off there
+    level = Sweep("eot", [1, 2], [summary([1.0, 0.0] * 5), summary([0.0, 1.0] * 5)], None)
+    assert "does not fall significantly" in convergence_note(level)
+    assert convergence_note(Sweep("t_star", [0.1, 0.2], falling.summaries[:2], None)) == ""
+
+
+def test_the_demo_grid_captions_are_the_recorded_predictions():
+    from advpure.studies.demo import recorded_captions
+
+    r = fixed_result()
+    seed, attack = r.config.seeds[0], r.attacks[0]
+    recorded = {o.sample_index: o for o in r.outcomes if o.seed == seed and o.attack == attack}
+    captions = recorded_captions(r, r.subset_indices)
+    for index, caption in zip(r.subset_indices, captions):
+        o = recorded[index]
+        right = sum(p == o.label for p in o.predictions)
+        assert caption == f"pred. {' '.join(map(str, o.predictions))} ({right}/{len(o.predictions)})"

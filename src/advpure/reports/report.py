@@ -255,14 +255,19 @@ def save_image_grid(rows: dict[str, torch.Tensor], path: Path,
 
 
 def plot_accuracy_vs(xs: list[float], series: dict[str, list[float]], xlabel: str,
-                     title: str, path: Path, errors: dict[str, list[float]] | None = None,
+                     title: str, path: Path,
+                     intervals: dict[str, list[tuple[float, float]]] | None = None,
                      baselines: dict[str, float] | None = None) -> Path:
-    """Accuracy curves (fractions) against a swept parameter, with optional error bars (std over
-    seeds) and horizontal reference lines (e.g. the undefended classifier)."""
+    """Accuracy curves (fractions) against a swept parameter, with optional error bars (each
+    point's 95 % interval (low, high) over the images) and horizontal reference lines (e.g. the
+    undefended classifier)."""
     with figure(path, size=(5.5, 3.8)) as (fig, axes):
         ax = axes[0, 0]
         for label, ys in series.items():
-            err = None if errors is None else [100 * e for e in errors[label]]
+            err = None
+            if intervals is not None:
+                err = [[100 * (y - lo) for y, (lo, _) in zip(ys, intervals[label])],
+                       [100 * (hi - y) for y, (_, hi) in zip(ys, intervals[label])]]
             ax.errorbar(xs, [100 * v for v in ys], yerr=err, marker="o", capsize=3, label=label)
         for (label, value), style in zip((baselines or {}).items(), ("--", ":", "-.")):
             ax.axhline(100 * value, color="grey", linestyle=style, linewidth=1, label=label)

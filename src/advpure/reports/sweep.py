@@ -14,6 +14,7 @@ from ..evaluation.experiment import describe
 from ..evaluation.runner import run_evaluation
 from ..purifiers import PURIFIERS, NoDefense
 from ..settings import is_numeric
+from ..evaluation.stats import paired_sign_test
 from .report import pct, plot_accuracy_vs, write_run
 
 MODEL_SWEEPABLE = ("guidance_classifier", "diffusion")     # specs (AGDM Fig. 3c: one φ per λ)
@@ -129,11 +130,47 @@ def write_sweep(sweep: Sweep, base: EvalConfig, out_dir: Path) -> Path:
                      {"standard": [v["mean"] for v in stat["standard"]],
                       "robust (adaptive)": [v["mean"] for v in stat["robust"]]},
                      sweep.param, describe(base), out_dir / "sweep.png",
-                     errors={"standard": [v["std"] for v in stat["standard"]],
-                             "robust (adaptive)": [v["std"] for v in stat["robust"]]},
+                     intervals={"standard": _intervals(sweep, "standard"),
+                                "robust (adaptive)": _intervals(sweep, "robust")},
                      baselines=baselines)
+    convergence = convergence_note(sweep)
     (out_dir / "sweep.md").write_text(
         f"# Accuracy against {sweep.param}\n\n{describe(base)}, {sweep.param} varied; "
-        f"{len(base.seeds)} seed(s), mean ± sample std; {base.n} images of {base.dataset}.\n\n"
-        f"{sweep_table(sweep)}\n\n![accuracy against {sweep.param}](sweep.png)\n")
+        f"{len(base.seeds)} seed(s), mean ± sample std; {base.n} images of {base.dataset}; "
+        "error bars: 95 % Wilson intervals over the images.\n\n"
+        f"{sweep_table(sweep)}\n\n{convergence}![accuracy against {sweep.param}](sweep.png)\n")
     return out_dir
+
+
+def _intervals(sweep: Sweep, which: str) -> list[tuple[float, float]]:
+    stats = [s["accuracies"][which]["single_draw"] for s in sweep.summaries]
+    return [(st["ci_low"], st["ci_high"]) for st in stats]
+
+
+def per_image_robust(summary: dict) -> list[float]:
+    """Each image's worst case over the attacks, averaged over the seeds."""
+    seeds = [s["adv_correct"] for s in summary["per_seed"]]
+    return [sum(v) / len(v) for v in zip(*seeds)]
+
+
+def convergence_note(sweep: Sweep, alpha: float = 0.01) -> str:
+    """For a sweep of the attack's iterations or EOT: where robust accuracy still falls
+    significantly from one budget to the next (one-sided paired sign test over the images),
+    the attack has not converged there and the robust number at the smaller budget is an upper
+    bound; '' for other sweeps or where it has levelled off."""
+    if sweep.param not in ("steps", "eot") or len(sweep.values) < 2:
+        return ""
+    lines = []
+    for (small, a), (large, b) in zip(zip(sweep.values, sweep.summaries),
+                                      list(zip(sweep.values, sweep.summaries))[1:]):
+        test = paired_sign_test(per_image_robust(b), per_image_robust(a))
+        if test["p_value"] < alpha:
+            lines.append(f"**Not converged:** robust accuracy still falls from {sweep.param} "
+                         f"{value_label(small)} to {value_label(large)} ({pct(a['robust_accuracy'])} "
+                         f"→ {pct(b['robust_accuracy'])}; sign test over the images, p = "
+                         f"{test['p_value']:.2g} < {alpha:g}): the robust accuracy at "
+                         f"{sweep.param} {value_label(small)} is an upper bound.")
+    if not lines:
+        return (f"Robust accuracy does not fall significantly between consecutive "
+                f"{sweep.param} values (one-sided sign test over the images, α = {alpha:g}).\n\n")
+    return "\n\n".join(lines) + "\n\n"

@@ -57,8 +57,9 @@ def run_demo(out_dir: Path, settings: DemoSettings = DemoSettings(),
 
 
 def save_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path:
-    """Clean / adversarial / purified-adversarial rows for the first images of seed 0, with the
-    true label above the clean images and the classifier's prediction above the purified ones."""
+    """Clean / adversarial / purified rows for the first images of seed 0: the true label above
+    the clean images, the *recorded* predictions of the evaluated draws above the adversarial
+    ones (what the results count), and one fresh purification of them, labelled as such."""
     from .. import data
     from ..models import load_classifier
 
@@ -73,9 +74,21 @@ def save_grid(result: EvalResult, path: Path, n_images: int = 8) -> Path:
         purified = purifier(x_adv, torch.Generator().manual_seed(0))
         predicted = classifier(purified).argmax(1)
     captions = {"clean": [f"label {int(v)}" for v in labels],
-                "purified": [f"pred. {int(v)}" for v in predicted]}
-    return save_image_grid({"clean": clean, "adversarial": x_adv, "purified": purified}, path,
+                "adversarial": recorded_captions(result, index),
+                "fresh draw": [f"pred. {int(v)}" for v in predicted]}
+    return save_image_grid({"clean": clean, "adversarial": x_adv, "fresh draw": purified}, path,
                            captions)
+
+
+def recorded_captions(result: EvalResult, index: list[int]) -> list[str]:
+    """'pred. 3 3 5 (2/3)': the recorded predictions of seed 0's final draws of each image
+    under the first attack, and how many are right."""
+    seed, attack = result.config.seeds[0], result.attacks[0]
+    recorded = {o.sample_index: o for o in result.outcomes
+                if o.seed == seed and o.attack == attack}
+    return [f"pred. {' '.join(map(str, recorded[i].predictions))} "
+            f"({sum(p == recorded[i].label for p in recorded[i].predictions)}/"
+            f"{len(recorded[i].predictions)})" for i in index]
 
 
 def demo_report(settings: DemoSettings, undefended: EvalResult, diffpure: EvalResult,
@@ -89,6 +102,6 @@ def demo_report(settings: DemoSettings, undefended: EvalResult, diffpure: EvalRe
         "dt = 1e-3 and stronger attacks: run `advpure evaluate` with those flags. Gradients flow "
         "through the whole purification (exact autograd). "
         f"Wall time of the whole demo: {seconds:.0f} s.\n\n"
-        "![clean / adversarial / purified](grid.png)\n\n"
+        "![clean / adversarial (recorded predictions) / a fresh purification](grid.png)\n\n"
         f"## Accuracy against t* (seed {settings.seeds[0]})\n\n{sweep_table(sweep)}\n\n"
         "![accuracy against t*](sweep/sweep.png)\n")
