@@ -165,3 +165,16 @@ def test_fp16_scales_its_gradient_so_that_small_components_do_not_underflow():
     (half,) = torch.autograd.grad(1e-6 * Autocast(model, torch.float16)(x, t).sum(), x)
     assert float((half == 0).float().mean()) == 0.0
     assert float(torch.nn.functional.cosine_similarity(ref.flatten(), half.flatten(), 0)) > 0.99
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "bpda", "surrogate", "blind"])
+def test_bf16_runs_the_other_gradient_modes(gradient):
+    eps_model = accelerated(tiny_unet(), precision="bf16")
+    classifier = accelerated(tiny_cnn(), precision="bf16")
+    purifier = DiffPure(eps_model, t_star=0.1, dt=0.02)
+    surrogate = DiffPure(eps_model, t_star=0.1, dt=0.05) if gradient == "surrogate" else None
+    defended = PurifiedClassifier(purifier, classifier, torch.Generator().manual_seed(0),
+                                  gradient=gradient, surrogate=surrogate)
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(defended(x).logsumexp(1).sum(), x)
+    assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
