@@ -151,3 +151,45 @@ def test_the_audit_runs_every_check_with_a_breaker_as_its_attack(attack):
     assert audit.attack.startswith(attack)
     assert {"eps", "iterations", "EOT"} <= set(audit.curves)
     assert not [c.name for c in audit.checks if "error" in c.figures]
+
+
+def test_a_sign_test_without_power_is_inconclusive_not_pass():
+    from advpure.studies.audit import INCONCLUSIVE, has_power
+
+    # 8 images, 3 discordant, all in the good direction: ½³ = 0.125 could never reach α = 0.01
+    stronger = torch.tensor([0.0, 0.0, 0.0, 1, 1, 1, 1, 1])
+    weaker = torch.tensor([1.0, 1.0, 1.0, 1, 1, 1, 1, 1])
+    assert sign_test(stronger, weaker, alpha=0.01)[0] == INCONCLUSIVE
+    assert not has_power(6, 0.01) and has_power(7, 0.01)
+    # 64 images, 12 discordant in the good direction: PASS; 12 the wrong way: FAIL, as before
+    stronger = torch.cat([torch.zeros(12), torch.ones(52)])
+    weaker = torch.ones(64)
+    assert sign_test(stronger, weaker, alpha=0.01)[0] == PASS
+    assert sign_test(weaker, stronger, alpha=0.01)[0] == FAIL
+
+
+def test_an_attack_still_gaining_with_iterations_is_warned_not_converged():
+    from advpure.studies.audit import budget_check
+
+    classifier = load_classifier("builtin:digits-cnn")
+    x, y = data.load("digits", indices=torch.arange(64))
+    attack = AttackConfig(name="pgd", eps=0.2, steps=4, step_size=0.01, random_init=False, eot=2)
+    target = Target(lambda g, gradient: NoisyInput(classifier, g), classifier, x, y, attack)
+    curves = {}
+    check = budget_check(AttackRunner(target), AuditBudget(images=64, budget_factors=(1, 2, 4)),
+                         curves, "iterations")
+    assert check.status == WARN and "not converged" in check.explanation
+    assert curves["iterations"]["accuracy"][0] > curves["iterations"]["accuracy"][-1]
+    assert min(check.figures["falls_p_values"].values()) < 0.01
+
+
+def test_the_mode_check_does_not_apply_to_exact_and_the_verdict_says_what_it_rests_on():
+    from advpure.studies.audit import INCONCLUSIVE, NOT_APPLICABLE, Audit, Check, audit_markdown
+
+    audit = Audit("d", "a", [Check("x", PASS, {}, ""), Check("y", INCONCLUSIVE, {}, ""),
+                             Check("z", NOT_APPLICABLE, {}, "")])
+    assert audit.worst == INCONCLUSIVE
+    assert "1 check(s) inconclusive" in audit_markdown(audit)
+    assert "1 not applicable" in audit_markdown(audit)
+    assert Audit("d", "a", [Check("z", NOT_APPLICABLE, {}, ""),
+                            Check("x", PASS, {}, "")]).worst == PASS

@@ -42,6 +42,8 @@ from ..models import load_classifier
 from ..reports.plots import figure
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
+INCONCLUSIVE, NOT_APPLICABLE = "inconclusive", "n/a"
+SEVERITY = {NOT_APPLICABLE: -1, PASS: 0, INCONCLUSIVE: 1, WARN: 2, FAIL: 3}
 DefendedModel = Callable[[torch.Generator, "str | None"], nn.Module]
 
 
@@ -94,8 +96,8 @@ class Audit:
 
     @property
     def worst(self) -> str:
-        statuses = {c.status for c in self.checks}
-        return FAIL if FAIL in statuses else WARN if WARN in statuses else PASS
+        """FAIL > WARN > INCONCLUSIVE > PASS; a check that does not apply counts for nothing."""
+        return max((c.status for c in self.checks), key=SEVERITY.get, default=NOT_APPLICABLE)
 
 
 # ---------------------------------------------------------------- statistics
@@ -107,7 +109,15 @@ def sign_test(stronger: torch.Tensor, weaker: torch.Tensor, alpha: float) -> tup
     tested = paired_sign_test(weaker.tolist(), stronger.tolist())
     b, c, p = tested["first_lower"], tested["first_higher"], tested["p_value"]
     status = FAIL if p < alpha else WARN if b > c else PASS
+    if status == PASS and not has_power(b + c, alpha):
+        status = INCONCLUSIVE
     return status, {"only_stronger_correct": b, "only_weaker_correct": c, "p_value": p}
+
+
+def has_power(discordant: int, alpha: float) -> bool:
+    """Whether a sign test on ``discordant`` images could reach α at all (all of them one
+    way: p = ½ⁿ); without it a PASS would only say that there were too few images."""
+    return 0.5 ** discordant < alpha
 
 
 def explained(explanation: str, status: str, p_value: float, alpha: float) -> str:
@@ -118,6 +128,10 @@ def explained(explanation: str, status: str, p_value: float, alpha: float) -> st
                 "more images (--images) tell")
     if status == FAIL:
         return f"{explanation}. FAIL: significant at α = {alpha:g} (p = {p_value:.2g})"
+    if status == INCONCLUSIVE:
+        return (f"{explanation}. INCONCLUSIVE: too few images changed between the settings for "
+                f"the test to reach α = {alpha:g} even if all had gone one way; more images "
+                "(--images) tell")
     return explanation
 
 
@@ -206,17 +220,35 @@ def budget_check(run: AttackRunner, budget: AuditBudget, curves: dict, what: str
     correct = [run.correct(a.replace(**{option: v})) for v in grid]
     curves[what] = {"x": grid, "accuracy": [float(c.mean()) for c in correct]}
     tests = [sign_test(correct[i + 1], correct[i], budget.alpha) for i in range(len(grid) - 1)]
-    return _worst_of(f"more {what} do not raise accuracy", tests, grid,
-                     f"more attack {what} can only help; accuracy rising with them means the "
-                     "attack has not converged or follows a masked gradient",
-                     curves[what]["accuracy"], budget.alpha)
+    check = _worst_of(f"more {what} do not raise accuracy", tests, grid,
+                      f"more attack {what} can only help; accuracy rising with them means the "
+                      "attack has not converged or follows a masked gradient",
+                      curves[what]["accuracy"], budget.alpha)
+    return not_converged(check, correct, grid, what, budget.alpha)
+
+
+def not_converged(check: Check, correct: list[torch.Tensor], grid: list, what: str,
+                  alpha: float) -> Check:
+    """WARN "not converged" where accuracy still falls significantly from one budget to the
+    next (the one-sided sign test that the larger budget leaves fewer images correct): the
+    robust accuracy at the audited budget is then an upper bound."""
+    falls = [(grid[i], grid[i + 1], paired_sign_test(correct[i + 1].tolist(),
+                                                     correct[i].tolist())["p_value"])
+             for i in range(len(grid) - 1)]
+    significant = [(k, k2, p) for k, k2, p in falls if p < alpha]
+    check.figures["falls_p_values"] = {f"{k}→{k2}": p for k, k2, p in falls}
+    if not significant or SEVERITY[check.status] >= SEVERITY[WARN]:
+        return check
+    where = "; ".join(f"{k} → {k2} (p = {p:.2g})" for k, k2, p in significant)
+    return Check(check.name, WARN, check.figures,
+                 f"WARN: not converged — accuracy still falls significantly with more {what}: "
+                 f"{where}; the robust accuracy at the audited budget is an upper bound")
 
 
 def _worst_of(name: str, tests: list[tuple[str, dict]], grid: list, explanation: str,
               accuracy: list[float], alpha: float) -> Check:
     """The worst of the paired tests between neighbours of a grid (each a larger budget)."""
-    order = {PASS: 0, WARN: 1, FAIL: 2}
-    status = max((s for s, _ in tests), key=order.get)
+    status = max((s for s, _ in tests), key=SEVERITY.get)
     figures = {"accuracy": {f"{g:.3g}": a for g, a in zip(grid, accuracy)},
                "smallest_p_value": min(f["p_value"] for _, f in tests),
                "images_gained_by_a_larger_budget": max(f["only_stronger_correct"]
@@ -310,8 +342,9 @@ def mode_check(run: AttackRunner, budget: AuditBudget) -> Check:
     baseline = _cosine(_gradient(t, "exact", 7), _gradient(t, "exact", 8))
     figures = {"exact_vs_exact_other_draw_cosine": baseline}
     if t.gradient == "exact":
-        return Check(name, PASS, figures, "exact gradients are in use (the cosine of two draws' "
-                     "exact gradients shows how much one draw's gradient tells)")
+        return Check(name, NOT_APPLICABLE, figures, "not applicable: exact gradients are in use "
+                     "(the cosine of two draws' exact gradients shows how much one draw's "
+                     "gradient tells)")
     if t.gradient == "checkpoint":
         same = _cosine(_gradient(t, "checkpoint", 7), _gradient(t, "exact", 7))
         figures["same_draw_cosine"] = same
@@ -405,12 +438,25 @@ def write_audit(audit: Audit, out_dir: Path) -> str:
 
 def audit_markdown(audit: Audit) -> str:
     lines = [f"# Gradient-masking audit: {audit.target}", "",
-             f"Attack under audit: `{audit.attack}`. Overall: **{audit.worst.upper()}**.", "",
+             f"Attack under audit: `{audit.attack}`. Overall: **{audit.worst.upper()}**"
+             f"{_verdict_note(audit)}.", "",
              "| check | status | figures | what it means |", "|---|---|---|---|"]
     for c in audit.checks:
         lines.append(f"| {c.name} | **{c.status.upper()}** | {_figures(c.figures)} | "
                      f"{c.explanation} |")
     return "\n".join(lines) + "\n"
+
+
+def _verdict_note(audit: Audit) -> str:
+    """' (2 checks inconclusive: …; 1 not applicable)' — what the overall verdict rests on."""
+    counts = {s: sum(c.status == s for c in audit.checks) for s in (INCONCLUSIVE, NOT_APPLICABLE)}
+    parts = []
+    if counts[INCONCLUSIVE]:
+        parts.append(f"{counts[INCONCLUSIVE]} check(s) inconclusive: too few images changed for "
+                     "their tests to decide")
+    if counts[NOT_APPLICABLE]:
+        parts.append(f"{counts[NOT_APPLICABLE]} not applicable")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _figures(figures: dict) -> str:
@@ -434,4 +480,7 @@ def plot_curves(curves: dict, path: Path) -> bool:
             ax.set_ylim(0, 100)
             if key != "eps":
                 ax.set_xscale("log", base=2)
+            ax.set_xticks(curves[key]["x"])
+            ax.set_xticklabels([f"{v:.3g}" for v in curves[key]["x"]])
+            ax.minorticks_off()
     return True
