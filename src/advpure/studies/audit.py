@@ -247,8 +247,10 @@ def not_converged(check: Check, correct: list[torch.Tensor], grid: list, what: s
 
 def _worst_of(name: str, tests: list[tuple[str, dict]], grid: list, explanation: str,
               accuracy: list[float], alpha: float) -> Check:
-    """The worst of the paired tests between neighbours of a grid (each a larger budget)."""
-    status = max((s for s, _ in tests), key=SEVERITY.get)
+    """The worst of the paired tests between neighbours of a grid (each a larger budget); a
+    neighbour pair without power does not decide the check unless none has power."""
+    decided = [s for s, _ in tests if s != INCONCLUSIVE]
+    status = max(decided, key=SEVERITY.get) if decided else INCONCLUSIVE
     figures = {"accuracy": {f"{g:.3g}": a for g, a in zip(grid, accuracy)},
                "smallest_p_value": min(f["p_value"] for _, f in tests),
                "images_gained_by_a_larger_budget": max(f["only_stronger_correct"]
