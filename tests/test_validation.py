@@ -80,8 +80,8 @@ def test_unknown_builtin_and_missing_checkpoint(tmp_path):
                        "builtin:cifar10-guidance, builtin:digits-cnn, builtin:digits-guidance, "
                        "found 'resnet'"):
         advpure.load_classifier("builtin:resnet")
-    with pytest.raises(ValueError, match="builtin diffusion among builtin:cifar10-unet-small, "
-                       "builtin:digits-unet"):
+    with pytest.raises(ValueError, match="expected a diffusion model, found a classifier .*give it as "
+                       "--classifier, and one of builtin:cifar10-unet-small, builtin:digits-unet"):
         advpure.load_diffusion("builtin:digits-cnn")
     with pytest.raises(FileNotFoundError, match="expected .*nope.json"):
         advpure.load_classifier(str(tmp_path / "nope"))

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_images
+from .models.contract import require_kind
 from .diffusion import SOLVER_GRADIENTS, PerSampleNoise, graph_budget, parse_budget
 
 GRADIENTS = SOLVER_GRADIENTS + ("bpda", "surrogate", "blind")
@@ -69,6 +70,7 @@ class PurifiedClassifier(nn.Module):
             raise ValueError("PurifiedClassifier: expected a surrogate purifier exactly when "
                              f"gradient='surrogate', found gradient={gradient!r} and "
                              f"surrogate={type(surrogate).__name__}")
+        require_kind(classifier, "classifier", "PurifiedClassifier: the classifier")
         self.purifier = purifier        # x in [0, 1] -> purified x in [0, 1]
         self.classifier = classifier    # [0, 1] images -> logits
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .adapters import DiscreteTimestepEps, EDMDenoiserEps, ScoreSDEEps
+from .contract import Contract, conv_channels, declare, output_classes
 from .adm_unet import ADMUNet
 from .edm import EDMPrecond
 from .ncsnpp import NCSNpp
@@ -226,6 +227,9 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+FIXED_SIZES = {"wrn-28-10": 32, "wrn-70-16-dropout": 32, "resnet18-cifar": 32}   # CIFAR nets
+
+
 def pyautoattack_resnet18_path() -> Path:
     """The CIFAR-10 ResNet-18 checkpoint shipped inside pyautoattack (``examples/model_test.pt``)."""
     import pyautoattack
@@ -259,7 +263,10 @@ def load_public(spec: str, kind: str) -> nn.Module:
     if family.parameters is not None and count != family.parameters:
         raise ValueError(f"checkpoint {path}: expected {family.parameters:,} parameters for "
                          f"{name}, found {count:,}")
-    return family.adapt(net.eval(), path).eval().requires_grad_(False)
+    model = family.adapt(net.eval(), path).eval().requires_grad_(False)
+    size = FIXED_SIZES.get(name)
+    return declare(model, Contract(spec, kind, conv_channels(model), size and (size, size),
+                                   output_classes(model) if kind == "classifier" else None))
 
 
 def check_weights(net: nn.Module, state: State, family: str, path: Path) -> None:

@@ -8,6 +8,7 @@ the path of a checkpoint (``<stem>.json``, ``<stem>.safetensors`` or the stem) w
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from torch import nn
@@ -42,6 +43,13 @@ def resolve_spec(spec: str, kind: str) -> Path:
     if spec.startswith("builtin:"):
         name = spec.removeprefix("builtin:")
         names = [n for n, entry in BUILTINS.items() if entry[0] == kind]
+        if name in BUILTINS and name not in names:
+            other = BUILTINS[name][0]
+            raise ValueError(f"model spec {spec!r}: expected a {kind} model, found a {other} "
+                             f"({BUILTINS[name][2]}): give it as "
+                             f"{'--classifier' if other == 'classifier' else '--diffusion'}, and "
+                             f"one of {', '.join('builtin:' + n for n in names)} as the {kind} "
+                             "model")
         if name not in names:
             raise ValueError(f"model spec {spec!r}: expected a builtin {kind} among "
                              f"{', '.join('builtin:' + n for n in names)}, found {name!r}")
@@ -51,17 +59,23 @@ def resolve_spec(spec: str, kind: str) -> Path:
 
 def load_classifier(spec: str) -> nn.Module:
     """A classifier module: [0, 1] images in, logits out."""
-    spec = INSTALLED[spec]() if spec in INSTALLED else spec
-    if is_public_spec(spec):
-        return load_public(spec, "classifier")
-    return load_checkpoint(resolve_spec(spec, "classifier"), "classifier")
+    return _load(spec, "classifier")
 
 
 def load_diffusion(spec: str) -> nn.Module:
     """An eps-model following the protocol ``model(x_t, t)`` (x_t in [−1, 1], t ∈ [0, 1])."""
+    return _load(spec, "diffusion")
+
+
+def _load(spec: str, kind: str) -> nn.Module:
+    """The model a spec names, held to its contract under the spec's own name."""
+    if spec in INSTALLED:
+        model = _load(INSTALLED[spec](), kind)
+        model.contract = dataclasses.replace(model.contract, spec=spec)
+        return model
     if is_public_spec(spec):
-        return load_public(spec, "diffusion")
-    return load_checkpoint(resolve_spec(spec, "diffusion"), "diffusion")
+        return load_public(spec, kind)
+    return load_checkpoint(resolve_spec(spec, kind), kind, spec)
 
 
 def spec_kind(spec: str) -> str:

@@ -23,7 +23,8 @@ from ..diffusion.ddpm import DDPM_VARIANCES, check_variance
 from ..diffusion.samplers import Callback
 from ..guidance import GUIDANCE_GRADS, FromCentered, GuidedEps
 from ..guidance.robust import DISTANCES, LABEL_SOURCES, RobustGuidance
-from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
+from .base import (Models, PurifierSettings, check_models, from_centered, module_settings,
+                   to_centered)
 from .diffpure import schedule_for
 
 AGDM_FORMS = ("discrete", "continuous")
@@ -115,6 +116,7 @@ class AGDM(nn.Module):
         self.ddpm_variance = check_variance(model, s.ddpm_variance) if s.form == "discrete" \
             else s.ddpm_variance
         self.clip_denoised = s.clip_denoised
+        check_models(type(self).__name__, model, classifier)
         self.model = model                                        # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier                              # φ: [0, 1] images -> logits
         self.guidance = RobustGuidance(FromCentered(classifier), s.guidance_distance,

@@ -14,6 +14,7 @@ from torch import nn
 from ..accelerate import PRECISIONS
 from ..defense import ENSEMBLE_RULES, GRADIENTS
 from ..diffusion import parse_budget
+from ..models.contract import require_kind
 from ..settings import Named, validation_errors
 
 DEFENSE_FIELDS = ("diffusion", "gradient", "surrogate_dt", "ensemble", "ensemble_rule",
@@ -177,3 +178,10 @@ def module_settings(kind: type[PurifierSettings], settings: PurifierSettings | N
         return kind(**options)
     except ValidationError as err:
         raise ValueError(f"{kind.__name__}: {validation_errors(err)}") from None
+
+
+def check_models(owner: str, eps_model: nn.Module, classifier: nn.Module | None = None) -> None:
+    """Refuse a loaded classifier where the eps-model goes, and the other way round."""
+    require_kind(eps_model, "diffusion", f"{owner}: the eps-model (first argument)")
+    if classifier is not None:
+        require_kind(classifier, "classifier", f"{owner}: the classifier")

@@ -18,7 +18,8 @@ from ..diffusion import (
 )
 from ..diffusion.samplers import Callback
 from ..guidance import GUIDANCE_GRADS, ConfidenceGuidance, FromCentered, GuidedEps
-from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
+from .base import (Models, PurifierSettings, check_models, from_centered, module_settings,
+                   to_centered)
 
 COUP_PRESETS: dict[str, dict[str, float]] = {   # the paper's settings (COUP §5.1)
     "linf": {"t_star": 0.1, "guidance_scale": 1.0},
@@ -109,6 +110,7 @@ class COUP(nn.Module):
         self.schedule = VPSchedule() if schedule is None else schedule
         self.forward_noise = s.forward_noise                 # DiffPure's forward noising first
         self.guidance_grad = s.guidance_grad
+        check_models(type(self).__name__, model, classifier)
         self.model = model                                   # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier                         # [0, 1] images -> logits
         self.guided = self._guided_model()                   # eps of the guided score

@@ -27,7 +27,8 @@ from ..diffusion.catalog import SAMPLER_OPTIONS
 from ..diffusion.ddpm import DDPM_VARIANCES, check_variance
 from ..diffusion.langevin import LD_DEFAULTS
 from ..diffusion.samplers import Callback
-from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
+from .base import (Models, PurifierSettings, check_models, from_centered, module_settings,
+                   to_centered)
 
 
 class DiffPureSettings(PurifierSettings):
@@ -130,6 +131,7 @@ class DiffPure(nn.Module):
         super().__init__()
         s = self.settings = module_settings(DiffPureSettings, settings, options)
         spec = SAMPLERS[s.sampler]
+        check_models(type(self).__name__, model)
         self.model = model                                  # eps(x_t, t), x_t in [−1, 1]
         self.sampler = s.sampler                            # sde | ode | ld | ddpm | ddim
         self.t_star = s.t_star if spec.uses_t_star else None  # diffusion time (paper: 0.1)

@@ -15,7 +15,8 @@ from ..diffusion.samplers import Callback, run_steps
 from ..guidance import GUIDANCE_GRADS
 from ..guidance.guided import differentiable_copy
 from ..metrics import ssim
-from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
+from .base import (Models, PurifierSettings, check_models, from_centered, module_settings,
+                   to_centered)
 from .diffpure import schedule_for
 from .hetero import MultiDraw
 
@@ -107,6 +108,7 @@ class GDMP(nn.Module):
                  schedule: DiscreteSchedule | None = None, **options):
         super().__init__()
         s = self.settings = module_settings(GDMPSettings, settings, options)
+        check_models(type(self).__name__, model)
         self.model = model                                   # eps(x_t, t), x_t in [−1, 1]
         self.schedule = schedule_for("discrete", schedule, "GDMP")
         self.variance = check_variance(model, s.ddpm_variance)

@@ -20,7 +20,8 @@ from ..diffusion import (
 )
 from ..diffusion.ddpm import DDPM_VARIANCES, check_variance, ddim_step, ddpm_step
 from ..diffusion.samplers import Callback, Step, run_steps
-from .base import Models, PurifierSettings, from_centered, module_settings, to_centered
+from .base import (Models, PurifierSettings, check_models, from_centered, module_settings,
+                   to_centered)
 
 RESAMPLINGS = ("single", "repaint", "none")
 RESAMPLE_STAGES = ("stage1", "all")
@@ -172,6 +173,7 @@ class HeteroPure(nn.Module):
         self.variant = s.variant                                        # paper | authors-code
         self.ddpm_variance = check_variance(model, s.ddpm_variance)
         self.clip_denoised = s.clip_denoised
+        check_models(type(self).__name__, model, classifier)
         self.model = model                  # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier        # the defended classifier: [0, 1] images -> logits
 
