@@ -112,8 +112,12 @@ def test_options_and_config_errors():
     assert AGDM(tiny_unet(), tiny_cnn()).t_star == 0.07
     with pytest.raises(ValueError, match="'adjoint' needs a continuous-time solver; agdm runs"):
         DefenseConfig(name="agdm", gradient="adjoint")
-    with pytest.raises(ValidationError, match="AGDM on cifar10 needs a robust guidance"):
-        EvalConfig(dataset="cifar10", defense=DefenseConfig(name="agdm"))
+    cifar = EvalConfig(dataset="cifar10", defense=DefenseConfig(name="agdm"))
+    assert cifar.defense.guidance_classifier == "builtin:cifar10-guidance"   # the dataset's φ
+    with pytest.raises(ValidationError, match="no guidance model ships for svhn; give "
+                                              "--guidance-classifier SPEC"):
+        EvalConfig(dataset="svhn", classifier="x", defense=DefenseConfig(name="agdm",
+                                                                         diffusion="y"))
     with pytest.raises(ValueError, match="purifier 'agdm' takes no option preset='l2'"):
         DefenseConfig(name="agdm", preset="l2")
 

@@ -13,7 +13,7 @@ from advpure.studies.audit import (FAIL, PASS, WARN, AttackRunner, AuditBudget, 
                                       target_from_config)
 from advpure.models import load_classifier
 
-SMALL = AuditBudget(images=16, budget_factors=(1, 2), eps_factors=(0.5, 1.0), draws=4,
+SMALL = AuditBudget(images=16, factors=(1, 2), eps_factors=(0.5, 1.0), repeats=4,
                     square_queries=100)
 
 
@@ -145,7 +145,7 @@ def test_audit_from_the_command_line_writes_its_report(tmp_path):
 def test_the_audit_runs_every_check_with_a_breaker_as_its_attack(attack):
     cfg = EvalConfig(defense={"name": "diffpure", "dt": 0.05},
                      attacks=({"name": attack, "eps": 0.2, "steps": 2, "eot": 2},))
-    budget = AuditBudget(images=4, budget_factors=(1, 2), eps_factors=(0.5, 1.0), draws=2,
+    budget = AuditBudget(images=4, factors=(1, 2), eps_factors=(0.5, 1.0), repeats=2,
                          square_queries=10)
     audit = run_audit(target_from_config(cfg, budget.images), budget, progress=False)
     assert audit.attack.startswith(attack)
@@ -176,7 +176,7 @@ def test_an_attack_still_gaining_with_iterations_is_warned_not_converged():
     attack = AttackConfig(name="pgd", eps=0.2, steps=4, step_size=0.01, random_init=False, eot=2)
     target = Target(lambda g, gradient: NoisyInput(classifier, g), classifier, x, y, attack)
     curves = {}
-    check = budget_check(AttackRunner(target), AuditBudget(images=64, budget_factors=(1, 2, 4)),
+    check = budget_check(AttackRunner(target), AuditBudget(images=64, factors=(1, 2, 4)),
                          curves, "iterations")
     assert check.status == WARN and "not converged" in check.explanation
     assert curves["iterations"]["accuracy"][0] > curves["iterations"]["accuracy"][-1]

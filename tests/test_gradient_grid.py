@@ -27,6 +27,7 @@ PURIFIER_CASES = {                              # id -> settings (small steps: a
 }
 MODES = ("exact", "checkpoint", "adjoint", "bpda", "surrogate", "blind")
 SEED = 0
+SURROGATE_DT = 0.07                # at most every case's t* (AGDM: 0.07)
 
 
 def build(case: str, classifier: torch.nn.Module, **changes) -> torch.nn.Module:
@@ -37,7 +38,7 @@ def build(case: str, classifier: torch.nn.Module, **changes) -> torch.nn.Module:
 
 def defense_gradient(case, mode, x, y) -> torch.Tensor:
     classifier = tiny_cnn()
-    surrogate = build(case, classifier, dt=0.1) if mode == "surrogate" else None
+    surrogate = build(case, classifier, dt=SURROGATE_DT) if mode == "surrogate" else None
     defense = PurifiedClassifier(build(case, classifier), classifier, gradient=mode,
                                  surrogate=surrogate,
                                  generator=torch.Generator().manual_seed(SEED))
@@ -72,7 +73,7 @@ def expected_gradient(case, mode, x, y) -> torch.Tensor:
     if mode == "bpda":
         return classifier_gradient(purified, y)
     xg = x.clone().requires_grad_(True)
-    cheap = build(case, classifier, dt=0.1)(xg, second)
+    cheap = build(case, classifier, dt=SURROGATE_DT)(xg, second)
     through = purified + (cheap - cheap.detach())
     (grad,) = torch.autograd.grad(F.cross_entropy(classifier(through), y, reduction="sum"), xg)
     return grad

@@ -1,7 +1,7 @@
 """Every code block of README.md runs: each `advpure` command is parsed by the real CLI (the
 evaluation commands validate their config with --dry-run; the others parse their flags), and
-the Python blocks run in order with the smallest budgets (heavy calls are checked against the
-real signatures and shrunk)."""
+the Python blocks run in order, as written, each attack and evaluation for real on 2 images at
+the shortest budgets (the README's own budgets are a CPU's minutes)."""
 from __future__ import annotations
 
 import inspect
@@ -82,6 +82,42 @@ def checked(function, result=lambda *args, **kwargs: args[1] if len(args) > 1 el
     return call
 
 
+SHORTEST = {"steps": 2, "eot": 2, "queries": 10, "square_queries": 10, "em_iters": 1}
+
+
+def shortest(function, images: int = 2):
+    """The real attack on the first ``images`` images at the shortest budgets; the images not
+    attacked are returned as they were, so the README's shapes hold."""
+    signature = inspect.signature(function)
+
+    def call(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        arguments = bound.arguments
+        x = arguments["x"]
+        arguments["x"] = x[:images]
+        if "y" in arguments:
+            arguments["y"] = arguments["y"][:images]
+        for name, cap in SHORTEST.items():
+            if name in arguments and arguments[name] is not None:
+                arguments[name] = min(arguments[name], cap)
+        attacked = function(*bound.args, **bound.kwargs)
+        return torch.cat([attacked, x[images:]])
+    return call
+
+
+def shortest_evaluate(defense, x, y, attacks=(), **kwargs):
+    """``advpure.evaluate`` on 2 images, one seed, one draw, the attacks at the shortest
+    budgets."""
+    from advpure.evaluation.api import evaluate
+    from advpure.evaluation.config import AttackConfig
+
+    def cut(a):
+        a = AttackConfig(**a) if isinstance(a, dict) else a
+        return a.replace(**{k: min(v, SHORTEST[k]) for k, v in a.budgets().items()})
+    kwargs.update(seeds=tuple(kwargs.get("seeds", (0,)))[:1], draws=1)
+    return evaluate(defense, x[:2], y[:2], [cut(a) for a in attacks], **kwargs)
+
+
 def small(cfg):
     """``cfg`` on 2 images, one seed, one draw (the attacks as written)."""
     return cfg.model_copy(update={"n": 2, "standard_n": 2, "seeds": cfg.seeds[:1], "draws": 1,
@@ -108,7 +144,8 @@ def test_the_readme_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("pgd", "apgd_eot", "apgd_official", "autoattack", "square", "stadv",
                  "diffusion_only", "diffattack", "diffhammer", "low_frequency"):
-        monkeypatch.setattr(attacks, name, checked(getattr(attacks, name)))
+        monkeypatch.setattr(attacks, name, shortest(getattr(attacks, name)))
+    monkeypatch.setattr(advpure, "evaluate", shortest_evaluate)
     monkeypatch.setattr(runner, "run_evaluation", shrunk(runner.run_evaluation))
     monkeypatch.setattr(advpure.evaluation, "run_evaluation", shrunk(runner.run_evaluation))
     monkeypatch.setattr(sweep, "run_sweep", shrunk(sweep.run_sweep))
@@ -116,7 +153,7 @@ def test_the_readme_python_blocks_run(tmp_path, monkeypatch):
                                                           lambda *a, **k: executors.LocalExecutor()))
     real_audit, real_target = audit.run_audit, audit.target_from_config
     monkeypatch.setattr(audit, "run_audit", checked(real_audit, lambda target, budget: real_audit(
-        target, audit.AuditBudget(images=2, budget_factors=(1, 2), eps_factors=(0.5, 1.0), draws=2,
+        target, audit.AuditBudget(images=2, factors=(1, 2), eps_factors=(0.5, 1.0), repeats=2,
                                   square_queries=5))))
     def cheap(cfg):                  # the audit multiplies its attack's budget: start small
         return small(cfg).model_copy(update={"attacks": tuple(
@@ -132,12 +169,11 @@ def test_the_readme_python_blocks_run(tmp_path, monkeypatch):
                             loader(spec if Path(spec.partition(":")[2]).is_file() or
                                    spec.startswith("builtin:") else f"builtin:digits-"
                                    f"{'cnn' if kind == 'classifier' else 'unet'}"))
-    python = blocks("python")
-    audit_block = next(b for b in python if "run_audit" in b)
-    ordered = [b for b in python if b is not audit_block] + [audit_block]
     namespace: dict = {}
-    for block in ordered:
+    for block in blocks("python"):                 # in order, as a reader runs them
         exec(compile(block.replace("dt=1e-3)   # paper defaults", "dt=5e-2)"), "README.md",
                      "exec"), namespace)
     assert namespace["x_pur"].shape[1:] == (1, 8, 8) and torch.isfinite(namespace["logits"]).all()
     assert namespace["audit"].checks and (tmp_path / "runs/example/results.md").is_file()
+    assert (tmp_path / "runs/python/records.sqlite").is_file()
+    assert namespace["blurred"].accuracy("standard")["mean"] >= 0

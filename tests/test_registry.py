@@ -12,6 +12,7 @@ from pathlib import Path
 import blur_plugin
 import pytest
 
+from advpure.settings import command_line
 from advpure.attacks import ATTACKS
 from advpure.evaluation.config import EvalConfig, config_from_flat
 from advpure.evaluation.experiment import describe
@@ -69,7 +70,7 @@ def test_the_table_keeps_every_common_option_for_every_row():
     """The bug of 0.1.0: `advpure table` dropped purify_size for every row but the first."""
     base = config_from_flat({"defense": "diffpure", "dt": 0.05, "purify_size": 16,
                              "gradient": "checkpoint", "ensemble": 2, "diffusion": "builtin:x"})
-    rows = table_configs(base, list(PURIFIERS))
+    rows = table_configs(base, list(command_line(PURIFIERS)))
     fields = [f for f in PurifierSettings.model_fields if f != "name"]
     assert "purify_size" in fields
     common = {f: getattr(base.defense, f) for f in fields}

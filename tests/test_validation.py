@@ -20,8 +20,8 @@ BAD_IMAGES = {
     "wrong shape": (torch.rand(1, 8, 8), "found shape (1, 8, 8)"),
     "int dtype": (torch.ones(2, 1, 8, 8, dtype=torch.uint8), "found dtype torch.uint8"),
     "nan": (torch.full((2, 1, 8, 8), float("nan")), "found NaN"),
-    "above one": (GOOD * 255, "values in [0, 1], found min"),
-    "below zero": (GOOD - 0.5, "values in [0, 1], found min"),
+    "above one": (GOOD * 255, "values in [0, 1], found .* outside, min"),
+    "below zero": (GOOD - 0.5, "values in [0, 1], found .* outside, min"),
 }
 ENTRY_POINTS = {
     "purifier": lambda x: DiffPure(tiny_unet(), dt=0.05)(x, torch.Generator()),

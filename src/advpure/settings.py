@@ -52,6 +52,12 @@ def registry(*entries: type[Named]) -> dict[str, type[Named]]:
     return {entry.registry_name(): entry for entry in entries}
 
 
+def command_line(entries: dict[str, type[Named]]) -> dict[str, type[Named]]:
+    """The entries the command line and tables offer (``python_only`` ones left out: a defense
+    that only Python can give, ``advpure.evaluate``'s module)."""
+    return {name: e for name, e in entries.items() if not getattr(e, "python_only", False)}
+
+
 def resolve(entries: dict[str, type[Named]], value: Any, what: str) -> Named:
     """``value`` (a mapping with ``name``, or settings) validated as the entry it names: the
     discriminated union over a registry, looked up when validated so that an entry registered
@@ -64,7 +70,7 @@ def resolve(entries: dict[str, type[Named]], value: Any, what: str) -> Named:
     name = value.get("name", "none")
     if name not in entries:
         kind = next(iter(entries.values())).kind
-        raise ValueError(f"expected a {kind} name among {', '.join(entries)}, found {name!r}")
+        raise ValueError(f"expected a {kind} name among {', '.join(command_line(entries))}, found {name!r}")
     own = entries[name].model_fields
     stray = [f"{k}={v!r}" for k, v in value.items() if k not in own]
     if stray:

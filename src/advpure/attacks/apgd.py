@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from .._checks import check_choice
-from .base import NormBallAttack, check_attack_inputs
+from .base import NormBallAttack, check_attack_inputs, steps_bar
 from .eot import Model, cross_entropy, eot_loss_and_grad
 from .pgd import _flat_norm, project, random_start
 
@@ -53,9 +53,10 @@ def _step(x: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, norm: str) -> 
 
 def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
              steps: int = 100, loss: str = "ce", eot: int = 1,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """APGD-CE / APGD-DLR with batched EOT; the start is uniform in the ball (``generator``)."""
-    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps)
+             generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+    """APGD-CE / APGD-DLR with batched EOT; the start is uniform in the ball (``generator``);
+    ``progress`` shows a bar over the iterations."""
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     check_choice(loss, APGD_LOSSES, "APGD loss")
     if not (isinstance(steps, int) and steps >= 1 and isinstance(eot, int) and eot >= 1):
         raise ValueError(f"apgd_eot: expected integer steps >= 1 and eot >= 1, found {steps!r}, "
@@ -72,7 +73,7 @@ def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
     x_next = project(_step(x_k, g_k, eta, norm), x, eps, norm)          # first step: no momentum
     successes = torch.zeros(n, device=x.device)
     last_mark, eta_at_mark, best_at_mark = 0, eta.clone(), f_best.clone()
-    for k in range(1, steps + 1):
+    for k in steps_bar(range(1, steps + 1), progress, f"APGD-{steps} EOT-{eot}"):
         f_next, g_next = eot_loss_and_grad(model, x_next, y, eot, LOSSES[loss])
         successes += (f_next > f_k).float()
         improved = f_next > f_best
@@ -110,5 +111,5 @@ class APGDSettings(NormBallAttack):
                         loss=self.loss, eot=self.eot, generator=generator)
 
     def label_parts(self) -> list[str]:
-        parts = [self.loss, f"eps={self.eps:.3g}", f"{self.steps} steps"]
+        parts = [self.loss, self.eps_label(), f"{self.steps} steps"]
         return parts + ([f"EOT {self.eot}"] if self.eot > 1 else [])

@@ -34,7 +34,7 @@ def isolated_rng(device: torch.device):
 
 def apgd_official(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
          steps: int = 100, loss: str = "ce", restarts: int = 1, eot: int = 1,
-         seed: int = 0) -> torch.Tensor:
+         seed: int = 0, progress: bool = False) -> torch.Tensor:
     """APGD-CE / APGD-DLR (Croce & Hein 2020, Algorithm 1) from pyautoattack's ``APGDAttack``.
 
     Returns adversarial examples in the ε-ball around ``x`` (inputs in [0, 1]); the samples the
@@ -42,11 +42,11 @@ def apgd_official(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     """
     from pyautoattack.autopgd_base import APGDAttack
 
-    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps)
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     check_choice(loss, APGD_LOSSES, "APGD loss")
     attack = APGDAttack(model, n_iter=steps, norm=AUTOATTACK_NORMS[norm], n_restarts=restarts,
                         eps=eps, seed=seed, loss=loss, eot_iter=eot,
-                        device=x.device)
+                        device=x.device, verbose=progress)
     with isolated_rng(x.device):
         return attack.perturb(x, y).detach()
 
@@ -55,7 +55,7 @@ def apgd_official(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                norm: str = "linf", version: str = "standard", steps: int = 100,
                eot: int | None = None, square_queries: int = SQUARE_QUERIES, seed: int = 0,
-               batch_size: int = 250) -> torch.Tensor:
+               batch_size: int = 250, progress: bool = False) -> torch.Tensor:
     """AutoAttack (Croce & Hein 2020) from pyautoattack.
 
     ``standard``: APGD-CE, APGD-T (9 target classes), FAB-T, Square (``square_queries``);
@@ -66,11 +66,11 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     """
     from pyautoattack import AutoAttack
 
-    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps)
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     check_choice(version, AUTOATTACK_VERSIONS, "AutoAttack version")
     runner = AutoAttack(model, norm=AUTOATTACK_NORMS[norm], eps=eps,
                         version=version, seed=seed, device=x.device)
-    runner.verbose = False
+    runner.verbose = progress                   # its own log of each attack's progress
     runner.apgd.n_iter = runner.apgd_targeted.n_iter = runner.fab.n_iter = steps
     runner.square.n_queries = square_queries
     if version == "rand":
@@ -117,7 +117,7 @@ class AutoAttackSettings(NormBallAttack):
                           square_queries=self.queries, seed=seed_from(generator))
 
     def label_parts(self) -> list[str]:
-        parts = [self.version, f"eps={self.eps:.3g}", f"{self.steps} steps"]
+        parts = [self.version, self.eps_label(), f"{self.steps} steps"]
         if self.eot > 1:
             parts.append(f"EOT {self.eot}")
         if self.queries != SQUARE_QUERIES:

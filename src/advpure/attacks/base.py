@@ -2,13 +2,16 @@
 the ε-ball threat model, and the validation preamble of the attack functions."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, model_validator
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_images, check_labels, check_positive
+from ..models.contract import contract_of
 from ..settings import Named
 
 NORMS = ("linf", "l2")
@@ -17,17 +20,49 @@ BUDGETS = {"steps": "{used} of {full} steps", "eot": "EOT {used} of {full}",
 
 
 def check_attack_inputs(x: torch.Tensor, y: torch.Tensor, *, norm: str | None = None,
-                        eps: float | None = None, labels: bool = True
-                        ) -> tuple[torch.Tensor, float | None]:
-    """The attacks' validation preamble: [0, 1] images, one int64 label per image (unless
-    ``labels`` is False: ``y`` holds other targets), a known norm and a positive ε; returns
-    (y, ε as float)."""
+                        eps: float | None = None, labels: bool = True,
+                        model: nn.Module | None = None) -> tuple[torch.Tensor, float | None]:
+    """The attacks' validation preamble: [0, 1] images of the attacked ``model``'s dtype (and,
+    for a loaded model, its shape), one int64 label per image below its number of classes
+    (unless ``labels`` is False: ``y`` holds other targets), a known norm and a positive ε;
+    returns (y, ε as float)."""
     check_images(x)
+    if isinstance(model, nn.Module):
+        check_model_input(model, x)
     if labels:
         y = check_labels(y, x.shape[0])
+        check_classes(model, y)
     if norm is not None:
         check_choice(norm, NORMS, "norm")
     return y, None if eps is None else check_positive(eps, "eps")
+
+
+def check_model_input(model: nn.Module, x: torch.Tensor) -> None:
+    """``x`` has the dtype of ``model``'s weights, and the shape its contract declares."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype in (torch.float32, torch.float64) and x.dtype != dtype:
+        raise ValueError(f"x: expected {str(dtype).removeprefix('torch.')} images (the model's "
+                         f"dtype), found {str(x.dtype).removeprefix('torch.')}: convert them "
+                         f"with x.to({dtype})")
+    contract = contract_of(model)
+    if contract is not None:
+        contract.check(x, None)
+
+
+def check_classes(model: nn.Module | None, y: torch.Tensor) -> None:
+    """Labels below the number of classes the (loaded) model declares."""
+    contract = contract_of(model) if isinstance(model, nn.Module) else None
+    if contract is not None and contract.classes is not None and len(y) and \
+            (int(y.min()) < 0 or int(y.max()) >= contract.classes):
+        bad = int(y.max()) if int(y.max()) >= contract.classes else int(y.min())
+        raise ValueError(f"y: expected labels 0 … {contract.classes - 1} ({contract.spec} has "
+                         f"{contract.classes} classes), found {bad}: labels of another dataset?")
+
+
+def steps_bar(steps: Iterable[int], progress: bool, name: str):
+    """The attack's iterations, with a progress bar when ``progress`` (the Python functions'
+    optional bar; the evaluation shows its own per batch)."""
+    return tqdm(steps, desc=name, disable=not progress, leave=False)
 
 
 def seed_from(generator: torch.Generator) -> int:
@@ -78,8 +113,22 @@ class AttackSettings(Named):
 class NormBallAttack(AttackSettings):
     """An attack in the ℓp ball of radius ε around the input, intersected with [0, 1]."""
 
-    eps: PositiveFloat = Field(8 / 255, description="perturbation budget ε")
+    eps: PositiveFloat | None = Field(None, description="perturbation budget ε (default: the "
+                                      "dataset's: digits 0.2 ℓ∞ / 1.0 ℓ2, CIFAR-10 8/255 / 0.5, "
+                                      "ImageNet 4/255 / 3.0)")
     norm: Literal[NORMS] = Field("linf", description="threat model: linf | l2")
+
+    def eps_label(self) -> str:
+        """'eps=0.2' ('eps=dataset' while unset: an evaluation config sets the dataset's)."""
+        return "eps=dataset" if self.eps is None else f"eps={self.eps:.3g}"
+
+    @model_validator(mode="after")
+    def _eps_below_one(self):
+        if self.norm == "linf" and self.eps is not None and self.eps >= 1:
+            raise ValueError(f"eps: expected an ℓ∞ budget below 1 (images are in [0, 1]; ε = 1 "
+                             f"allows any image), found {self.eps:g}; on the 0–255 scale "
+                             f"write {self.eps:g}/255 = {self.eps / 255:.6g}")
+        return self
 
 
 def reductions(full: list[AttackSettings], used: list[AttackSettings]) -> list[str]:

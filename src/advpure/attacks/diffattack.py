@@ -82,7 +82,8 @@ def deviated_loss(weight: float):
 def diffattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                norm: str = "linf", steps: int = 20, step_size: float | None = None,
                eot: int = 1, weight: float = 1.0, every: int = 1, random_init: bool = True,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, progress: bool = False
+               ) -> torch.Tensor:
     """DiffAttack: PGD+EOT maximising CE(f(P(x'))) + λ·L_dev(x', x), L_dev the deviation of
     the reverse-process states of x' from those of the clean x under the same noise (the paper's
     Eq. for the deviated-reconstruction loss, uniform weights over the recorded steps).
@@ -91,10 +92,11 @@ def diffattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     mode (same gradient, one state per step kept). Against an undefended ``model`` (no
     purifier, no states) it is PGD on the cross-entropy.
     """
-    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps)
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     target = DeviationProbe(model, x, every) if isinstance(model, PurifiedClassifier) else model
     return pgd(target, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size, eot=eot,
-               random_init=random_init, generator=generator, loss=deviated_loss(weight))
+               random_init=random_init, generator=generator, loss=deviated_loss(weight),
+               progress=progress)
 
 
 class DiffAttackSettings(IterativeAttack):

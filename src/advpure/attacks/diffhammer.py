@@ -30,7 +30,7 @@ from torch import nn
 from .._checks import check_positive
 from ..defense import PurifiedClassifier
 from ..diffusion import SOLVER_GRADIENTS, PerSampleNoise
-from .base import check_attack_inputs
+from .base import check_attack_inputs, steps_bar
 from .eot import cross_entropy
 from .pgd import IterativeAttack, _flat_norm, project, random_start
 
@@ -96,13 +96,14 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                norm: str = "linf", steps: int = 20, step_size: float | None = None,
                eot: int = 8, em_iters: int = 3, concentration: float = 10.0,
                gradient: str = "full", keep_best: bool = True, random_init: bool = True,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, progress: bool = False
+               ) -> torch.Tensor:
     """DiffHammer's selective attack (see the module doc): ``eot`` = K draws per step, EM-
     weighted; ``gradient``: ``full`` (every draw differentiated through the defense's mode) or
     ``grafting`` (one backward through the purifier; needs a solver gradient mode, otherwise
     the full gradient is used, which then costs no more). Returns the iterate with the most
     misclassified draws (``keep_best``) or the last one."""
-    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps)
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     if gradient not in HAMMER_GRADIENTS:
         raise ValueError(f"diffhammer: expected gradient in {HAMMER_GRADIENTS}, found "
                          f"{gradient!r}")
@@ -114,7 +115,7 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     x = x.detach()
     x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
     best, best_failures = x_adv.clone(), torch.full((x.shape[0],), -1, device=x.device)
-    for step in range(steps + 1):
+    for step in steps_bar(range(steps + 1), progress, f"DiffHammer-{steps} K={eot}"):
         final = step == steps
         if graft and not final:
             failed, direction = _grafted(model, x_adv, y, eot, em_iters, concentration)

@@ -18,11 +18,13 @@ def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def diffusion_only(purify: Model, x: torch.Tensor, *, eps: float, norm: str = "linf",
                    steps: int = 20, step_size: float | None = None, eot: int = 1,
                    random_init: bool = True,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, progress: bool = False
+                   ) -> torch.Tensor:
     """Attack the purifier alone (DiffPure Table 15): PGD maximising ‖purify(x') − x‖² over the
     ε-ball, with EOT; the classifier is never consulted."""
     return pgd(purify, x, x.detach(), eps=eps, norm=norm, steps=steps, step_size=step_size,
-               eot=eot, random_init=random_init, generator=generator, loss=squared_error)
+               eot=eot, random_init=random_init, generator=generator, loss=squared_error,
+               progress=progress)
 
 
 class DiffusionOnlySettings(IterativeAttack):

@@ -30,7 +30,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch.nn import functional as F
 
 from .._checks import check_positive
-from .base import NormBallAttack, check_attack_inputs
+from .base import NormBallAttack, check_attack_inputs, steps_bar
 from .diffhammer import _per_draw
 from .pgd import _flat_norm, project
 
@@ -59,11 +59,11 @@ def gaussian_logits(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
 def low_frequency(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
                   steps: int = 20, eot: int = 4, kernel: int = 3, coarse: int = 2,
                   range_sigma: float = 0.1, step_size: float | None = None,
-                  filter_step: float = 0.5, generator: torch.Generator | None = None
-                  ) -> torch.Tensor:
+                  filter_step: float = 0.5, generator: torch.Generator | None = None,
+                  progress: bool = False) -> torch.Tensor:
     """The LF attack (see the module doc); ``generator`` is unused (the start is the filtered
     clean image: the filter starts as a small Gaussian blur, δ at 0)."""
-    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps)
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     if kernel % 2 == 0 or coarse < 1:
         raise ValueError(f"lf: expected an odd kernel and coarse >= 1, found kernel={kernel}, "
                          f"coarse={coarse}")
@@ -81,7 +81,7 @@ def low_frequency(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: 
 
     best = x.clone()
     best_failures = torch.full((x.shape[0],), -1, device=x.device)
-    for step in range(steps + 1):
+    for step in steps_bar(range(steps + 1), progress, f"LF-{steps} EOT-{eot}"):
         x_adv = candidate()
         _, failed, grads = _per_draw(model, x_adv, y, eot)
         failures = failed.sum(dim=0)
@@ -118,5 +118,5 @@ class LowFrequencySettings(NormBallAttack):
                              filter_step=self.filter_step, generator=generator)
 
     def label_parts(self) -> list[str]:
-        return [f"eps={self.eps:.3g}", f"{self.steps} steps", f"EOT {self.eot}",
+        return [self.eps_label(), f"{self.steps} steps", f"EOT {self.eot}",
                 f"{self.kernel}×{self.kernel} filter", f"1/{self.coarse} grid"]

@@ -51,7 +51,7 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
     ``step_size`` defaults to 2.5·ε/steps. ``generator`` drives the random start only; a
     stochastic ``model`` (a PurifiedClassifier) draws its own noise on every call.
     """
-    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps, labels=loss is None)
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps, labels=loss is None)
     if not isinstance(steps, int) or steps < 1 or not isinstance(eot, int) or eot < 1:
         raise ValueError(f"pgd: expected integer steps >= 1 and eot >= 1, found {steps!r}, {eot!r}")
     alpha = check_positive(step_size if step_size is not None else 2.5 * eps / steps, "step_size")
@@ -73,7 +73,7 @@ class IterativeAttack(NormBallAttack):
     random_init: bool = Field(True, description="start at a random point of the ball")
 
     def label_parts(self) -> list[str]:
-        parts = [f"eps={self.eps:.3g}", f"{self.steps} steps"]
+        parts = [self.eps_label(), f"{self.steps} steps"]
         if self.step_size is not None:
             parts.append(f"step {self.step_size:.3g}")
         if "eot" in type(self).model_fields:

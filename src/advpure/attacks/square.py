@@ -12,14 +12,16 @@ from .base import NormBallAttack, check_attack_inputs, seed_from
 
 
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-           norm: str = "linf", queries: int = SQUARE_QUERIES, seed: int = 0) -> torch.Tensor:
+           norm: str = "linf", queries: int = SQUARE_QUERIES, seed: int = 0,
+           progress: bool = False) -> torch.Tensor:
     """Square Attack (Andriushchenko et al. 2020), black-box, from pyautoattack (p_init 0.8, one
-    restart, as in AutoAttack); run with an explicit seed inside ``fork_rng``."""
+    restart, as in AutoAttack); run with an explicit seed inside ``fork_rng``; ``progress``: its
+    own log of the queries."""
     from pyautoattack.square import SquareAttack
 
-    y, eps = check_attack_inputs(x, y, norm=norm, eps=eps)
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     attack = SquareAttack(model, p_init=0.8, n_queries=queries, eps=eps,
-                          norm=AUTOATTACK_NORMS[norm], n_restarts=1, seed=seed, verbose=False,
+                          norm=AUTOATTACK_NORMS[norm], n_restarts=1, seed=seed, verbose=progress,
                           device=x.device, resc_schedule=False)
     with isolated_rng(x.device):
         return attack.perturb(x, y).detach()
@@ -38,5 +40,5 @@ class SquareSettings(NormBallAttack):
 
     def label_parts(self) -> list[str]:
         queries = [] if self.queries == SQUARE_QUERIES else [f"{self.queries} queries"]
-        return [f"eps={self.eps:.3g}"] + queries
+        return [self.eps_label()] + queries
 

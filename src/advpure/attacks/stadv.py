@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from .._checks import check_positive
-from .base import AttackSettings, check_attack_inputs
+from .base import AttackSettings, check_attack_inputs, steps_bar
 from .eot import Model
 
 DEFAULT_FLOW_BOUND = 0.05       # every flow component within 0.05 (normalised coordinates)
@@ -35,21 +35,22 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def stadv(model: Model, x: torch.Tensor, y: torch.Tensor, *, bound: float = DEFAULT_FLOW_BOUND,
-          steps: int = 100, lr: float = DEFAULT_LR, eot: int = 1) -> torch.Tensor:
+          steps: int = 100, lr: float = DEFAULT_LR, eot: int = 1,
+          progress: bool = False) -> torch.Tensor:
     """StAdv (Xiao et al. 2018) as DiffPure evaluates it (PAT's settings): the images warped by
     ``stadv_flow``'s flow field (in [0, 1] by construction)."""
-    flow = stadv_flow(model, x, y, bound=bound, steps=steps, lr=lr, eot=eot)
+    flow = stadv_flow(model, x, y, bound=bound, steps=steps, lr=lr, eot=eot, progress=progress)
     with torch.no_grad():
         return flow_warp(x.detach(), flow).clamp(0.0, 1.0)
 
 
 def stadv_flow(model: Model, x: torch.Tensor, y: torch.Tensor, *,
                bound: float = DEFAULT_FLOW_BOUND, steps: int = 100, lr: float = DEFAULT_LR,
-               eot: int = 1) -> torch.Tensor:
+               eot: int = 1, progress: bool = False) -> torch.Tensor:
     """StAdv's flow field f = bound·tanh(w) (N×2×H×W, every component within ``bound`` in
     normalised coordinates), w optimised by Adam (``lr``) for ``steps`` iterations on the CW
     margin averaged over ``eot`` batched draws; the last iterate."""
-    y, _ = check_attack_inputs(x, y)
+    y, _ = check_attack_inputs(x, y, model=model)
     bound = check_positive(bound, "StAdv bound")
     if not (isinstance(steps, int) and steps >= 1 and isinstance(eot, int) and eot >= 1):
         raise ValueError(f"stadv: expected integer steps >= 1 and eot >= 1, found {steps!r}, "
@@ -58,7 +59,7 @@ def stadv_flow(model: Model, x: torch.Tensor, y: torch.Tensor, *,
     w = torch.zeros(x.shape[0], 2, *x.shape[2:], dtype=x.dtype, device=x.device,
                     requires_grad=True)
     optimiser = torch.optim.Adam([w], lr=check_positive(lr, "StAdv lr"))
-    for _ in range(steps):
+    for _ in steps_bar(range(steps), progress, f"StAdv-{steps} EOT-{eot}"):
         warped = flow_warp(x, bound * torch.tanh(w))
         logits = model(warped.repeat(eot, 1, 1, 1))
         loss = -cw_margin(logits, y.repeat(eot)).sum() / eot

@@ -80,8 +80,9 @@ def sweep(
 
 def _registered_purifiers() -> list[str]:
     from ..purifiers import PURIFIERS
+    from ..settings import command_line
 
-    return list(PURIFIERS)
+    return list(command_line(PURIFIERS))
 
 
 def _first_purifier(options: dict, own: dict) -> None:

@@ -55,8 +55,9 @@ def eval_options() -> list[tuple[str, type, str, str]]:
     from ..attacks import ATTACKS
     from ..evaluation.config import EvalConfig, flat_fields, section_fields
     from ..purifiers import PURIFIERS
+    from ..settings import command_line
 
-    registries = {"defense": PURIFIERS, "attack": ATTACKS}
+    registries = {"defense": command_line(PURIFIERS), "attack": command_line(ATTACKS)}
     fields = {section: section_fields(entries) for section, entries in registries.items()}
     options = []
     for name, (section, field) in flat_fields().items():
@@ -126,9 +127,24 @@ def with_eval_options(prepare: Callable[[dict, dict], None] | None = None):
             return command(config=config, **kwargs)
 
         wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
-        wrapper.__signature__ = inspect.Signature(_own_parameters(command, "config") + params)
+        own = _own_parameters(command, "config")
+        wrapper.__signature__ = inspect.Signature(in_panel_order(own + params))
         return wrapper
     return decorate
+
+
+PANEL_ORDER = [None, PANELS[None], PANELS["defense"], PANELS["attack"], "Executor"]
+
+
+def _panel(parameter: inspect.Parameter) -> str | None:
+    return getattr(parameter.default, "rich_help_panel", None)
+
+
+def in_panel_order(params: list[inspect.Parameter]) -> list[inspect.Parameter]:
+    """The command's own options first, then the evaluation's, the defense's, the attack's,
+    and the executor's last (``--help`` lists the panels in this order)."""
+    rank = {panel: i for i, panel in enumerate(PANEL_ORDER)}
+    return sorted(params, key=lambda p: rank.get(_panel(p), 0))
 
 
 def eval_config(options: dict):

@@ -4,10 +4,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+import typer.models
 
 from ..purifiers import COUPSettings, HeteroSettings
 from .app import app, case_app, toy_app
 from .options import bad_parameters, parse_list, with_eval_options
+
+
+def _budget_option(name: str, **limits) -> typer.models.OptionInfo:
+    """The ``advpure audit`` flag of an ``AuditBudget`` field: its default and help text."""
+    from dataclasses import fields
+
+    from ..studies.audit import AuditBudget
+
+    f = next(f for f in fields(AuditBudget) if f.name == name)
+    default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    return typer.Option(default, help=f.metadata["help"], **limits)
 
 
 @app.command()
@@ -15,12 +27,13 @@ from .options import bad_parameters, parse_list, with_eval_options
 def audit(
     out: Path = typer.Option(Path("runs/audit"), help="directory: audit.md, audit.json, "
                              "audit.png"),
-    images: int = typer.Option(64, min=2, help="images of the fixed robust subset"),
-    factors: str = typer.Option("1,2,4", help="multipliers of the attack's iterations and EOT"),
-    eps_factors: str = typer.Option("0.25,0.5,1,2", help="multipliers of the attack's ε"),
-    repeats: int = typer.Option(16, min=2, help="calls per image for the randomness check"),
-    square_queries: int = typer.Option(1000, min=1, help="queries of the black-box Square"),
-    alpha: float = typer.Option(0.01, min=1e-6, max=0.5, help="level of each one-sided test"),
+    images: int = _budget_option("images", min=2),
+    factors: str = _budget_option("factors"),
+    eps_factors: str = _budget_option("eps_factors"),
+    repeats: int = _budget_option("repeats", min=2),
+    square_queries: int = _budget_option("square_queries", min=1),
+    alpha: float = _budget_option("alpha", min=1e-6, max=0.5),
+    unbounded_accuracy: float = _budget_option("unbounded_accuracy", min=0.0, max=1.0),
     config=None,
 ) -> None:
     """Check a defense's evaluation for gradient masking (Carlini et al. 2019; AutoAttack's
@@ -29,8 +42,10 @@ def audit(
     is the config's first PGD/APGD (default PGD-10 at the dataset's ε)."""
     from ..studies.audit import AuditBudget, run_audit, target_from_config, write_audit
 
-    budget = AuditBudget(images, parse_list(factors, int), parse_list(eps_factors, float),
-                         repeats, square_queries, alpha)
+    budget = AuditBudget(images=images, factors=parse_list(factors, int),
+                         eps_factors=parse_list(eps_factors, float), repeats=repeats,
+                         square_queries=square_queries, alpha=alpha,
+                         unbounded_accuracy=unbounded_accuracy)
     target = target_from_config(config, images)
     result = run_audit(target, budget)
     typer.echo(write_audit(result, out))
@@ -108,8 +123,9 @@ def masks(
     dataset: str = typer.Option("digits", help="digits | cifar10 | cifar100"),
     data_root: str = typer.Option(None, help="directory of a local CIFAR copy"),
     n: int = typer.Option(8, min=1, help="images of the fixed test subset"),
-    classifier: str = typer.Option("builtin:digits-cnn", help="classifier spec (the mask's source)"),
-    diffusion: str = typer.Option("builtin:digits-unet", help="eps-model spec"),
+    classifier: str = typer.Option(None, help="classifier spec, the mask's source (default: "
+                                   "the dataset's)"),
+    diffusion: str = typer.Option(None, help="eps-model spec (default: the dataset's)"),
     t_large: float = typer.Option(HeteroSettings.default("t_large"), help="t_l inside the mask"),
     t_small: float = typer.Option(HeteroSettings.default("t_small"), help="t_s outside the mask"),
     tau: float = typer.Option(HeteroSettings.default("tau"), help="mask threshold τ"),
@@ -122,6 +138,11 @@ def masks(
     block, mask, purified image."""
     from ..studies.masks import MaskSettings, run_masks
 
+    from ..data.profiles import default_model
+
+    with bad_parameters():
+        classifier = classifier or default_model(dataset, "classifier")
+        diffusion = diffusion or default_model(dataset, "diffusion")
     settings = MaskSettings(dataset=dataset, data_root=data_root, n=n, classifier=classifier,
                             diffusion=diffusion, t_large=t_large, t_small=t_small, tau=tau,
                             dt=dt, eps=eps, seed=seed)

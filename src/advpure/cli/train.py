@@ -44,7 +44,7 @@ def train_classifier_cmd(
 def train_diffusion_cmd(
     out: Path = typer.Option(..., help="checkpoint stem: writes <out>.safetensors and <out>.json"),
     dataset: str = typer.Option("digits", help="digits | cifar10 | cifar100 | svhn"),
-    data_root: Path = typer.Option(None, "--data-root", "--data-dir",
+    data_root: Path = typer.Option(None, "--data-root",
                                    help="directory of a local dataset copy"),
     steps: int = typer.Option(8000, help="optimizer steps"),
     batch_size: int = typer.Option(128),
@@ -91,10 +91,11 @@ def train_diffusion_cmd(
 def train_guidance_cmd(
     out: Path = typer.Option(..., help="checkpoint stem: writes <out>.safetensors and <out>.json"),
     dataset: str = typer.Option("digits", help="digits | cifar10 | cifar100 | svhn"),
-    data_root: Path = typer.Option(None, "--data-root", "--data-dir",
+    data_root: Path = typer.Option(None, "--data-root",
                                    help="directory of a local dataset copy"),
     trades_lambda: float = typer.Option(6.0, help="λ of AGDM Eq. 6 (robustness weight)"),
-    eps: float = typer.Option(0.2, help="ℓ∞ budget of the inner maximisation (CIFAR-10: 8/255)"),
+    eps: float = typer.Option(None, help="ℓ∞ budget of the inner maximisation (default: the "
+                              "dataset's: digits 0.2, CIFAR-10 8/255)"),
     inner_steps: int = typer.Option(10, help="TRADES ascent steps (size ε/4)"),
     init: str = typer.Option(None, help="fine-tune this classifier spec instead of training "
                                         "from scratch"),
@@ -119,6 +120,9 @@ def train_guidance_cmd(
     from ..training import GuidanceTraining, train_guidance
     from ..training.guidance import clean_and_robust_accuracy
 
+    from ..data.profiles import default_eps
+
+    eps = default_eps(dataset, "linf") if eps is None else eps
     cfg = GuidanceTraining(steps=steps, batch_size=batch_size, lr=lr, width=width, seed=seed,
                            trades_lambda=trades_lambda, eps=eps, inner_steps=inner_steps,
                            ema_decay=ema_decay)

@@ -24,7 +24,7 @@ def layout_help(name: str) -> str:
 def find_folder(name: str, root: str | Path | None) -> Path:
     """``root`` itself or ``root/<standard folder>``, whichever holds the batch files."""
     if root is None:
-        raise FileNotFoundError(f"{name}: expected data_root pointing at {layout_help(name)}; "
+        raise FileNotFoundError(f"{name}: expected --data-root DIR (Python: root=DIR) pointing at {layout_help(name)}; "
                                 "found no data_root (datasets are never downloaded)")
     folder, files, _ = LAYOUTS[name]
     for candidate in (Path(root), Path(root) / folder):

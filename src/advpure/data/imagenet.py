@@ -26,7 +26,7 @@ SYNSET_LISTS = ("LOC_synset_mapping.txt", "synsets.txt")
 def find_image_folder(root: str | Path | None) -> Path:
     """``root/val`` if it exists, else ``root``; it must hold class subfolders."""
     if root is None:
-        raise FileNotFoundError("imagenet: expected data_root pointing at the validation images "
+        raise FileNotFoundError("imagenet: expected --data-root DIR (Python: root=DIR) pointing at the validation images "
                                 "in class subfolders (root/val/<wnid>/*.JPEG); found no data_root")
     for folder in (Path(root) / "val", Path(root)):
         if folder.is_dir() and any(p.is_dir() for p in folder.iterdir()):

@@ -15,7 +15,7 @@ def load_svhn(split: str, root: str | Path | None) -> tuple[torch.Tensor, torch.
     from scipy.io import loadmat
 
     if root is None:
-        raise FileNotFoundError(f"svhn: expected data_root pointing at a folder with "
+        raise FileNotFoundError(f"svhn: expected --data-root DIR (Python: root=DIR) pointing at a folder with "
                                 f"{', '.join(FILES.values())}; found no data_root")
     path = Path(root) / FILES[split]
     if not path.is_file():

@@ -21,12 +21,15 @@ from pydantic import (
 
 from ..attacks import ATTACKS, AttackSettings
 from ..data import DATASETS, SPLITS
+from ..data.profiles import default_eps, default_model
 from ..purifiers import PURIFIERS, AGDMSettings, DefenseSettings, NoDefense
-from ..settings import Settings, resolve, validation_errors
+from ..settings import Settings, command_line, resolve, validation_errors
 from .protocols import PROTOCOLS, protocol_attacks, reductions
 
 # the defaults of the single config model before the registries (0.1.0 run files): a field
 # another purifier or attack owned was written with these values, or None, and means nothing
+DEFAULT_N = 512            # the papers' robust subset
+IN_MEMORY = "in-memory"     # the dataset of advpure.evaluate: tensors given in Python
 LEGACY_DEFAULTS = {
     "defense": {"diffusion": "builtin:digits-unet", "sampler": "sde", "t_star_delta": 0.0,
                 "dt": 1e-3, "gradient": "exact", "ensemble": 1, "ensemble_rule": "mean"},
@@ -74,6 +77,25 @@ def _attack(value: Any) -> AttackSettings:
     return value if isinstance(value, AttackSettings) else AttackConfig(**value)
 
 
+def with_default_models(defense: DefenseSettings, dataset: str) -> DefenseSettings:
+    """``defense`` with its unset model specs (eps-model, AGDM's φ) set to ``dataset``'s."""
+    if defense.name == "none":
+        return defense
+    changes = {}
+    if defense.diffusion is None:
+        changes["diffusion"] = default_model(dataset, "diffusion")
+    if isinstance(defense, AGDMSettings) and defense.guidance_classifier is None:
+        changes["guidance_classifier"] = default_model(dataset, "guidance")
+    return defense.replace(**changes) if changes else defense
+
+
+def with_default_eps(attack: AttackSettings, dataset: str) -> AttackSettings:
+    """``attack`` with an unset ε set to ``dataset``'s for its norm."""
+    if "eps" not in type(attack).model_fields or attack.eps is not None:
+        return attack
+    return attack.replace(eps=default_eps(dataset, attack.norm))
+
+
 class EvalConfig(Settings):
     """An evaluation: data, classifier, defense, the attacks (given, or a paper's ``protocol``
     with optional caps), seeds and the number of purification draws per final evaluation.
@@ -81,21 +103,23 @@ class EvalConfig(Settings):
     The single-attack form ``attack: {...}`` (the CLI's ``--attack`` flags, older run files) is
     read as ``attacks: [{...}]``."""
 
-    dataset: Literal[DATASETS] = Field("digits", description=" | ".join(DATASETS))
+    dataset: Literal[DATASETS + (IN_MEMORY,)] = Field("digits", description=" | ".join(DATASETS))
     data_root: str | None = Field(None, description="directory of a local dataset copy (CIFAR "
                                   "batches, SVHN .mat files, ImageNet val class folders)")
     split: Literal[SPLITS] = Field("test", description="the split evaluated")
-    n: PositiveInt = Field(512, description="robust accuracy: size of the fixed random subset "
-                           "(at most the split)")
+    n: PositiveInt | None = Field(None, description="robust accuracy: size of the fixed random "
+                                  f"subset, at most the split (default: {DEFAULT_N}, or the "
+                                  "whole split when smaller; the run records the value)")
     standard_n: PositiveInt | None = Field(None, description="standard accuracy: images of the "
                                            "same fixed order (default: the whole split; = n "
                                            "for the robust subset only)")
     subset_seed: int = Field(0, description="seed of the subset")
-    classifier: str = Field("builtin:digits-cnn", description="classifier spec: builtin:NAME, "
-                            "FAMILY:PATH (wrn-28-10, wrn-70-16-dropout, resnet18-cifar, "
-                            "resnet50) or a checkpoint path")
+    classifier: str | None = Field(None, description="classifier spec: builtin:NAME, "
+                                   "FAMILY:PATH (wrn-28-10, wrn-70-16-dropout, resnet18-cifar, "
+                                   "resnet50) or a checkpoint path (default: the dataset's, "
+                                   "builtin:digits-cnn or builtin:cifar10-resnet18)")
     defense: SerializeAsAny[DefenseSettings] = Field(NoDefense(), description="the purifier: "
-                                                     + " | ".join(PURIFIERS))
+                                                     + " | ".join(command_line(PURIFIERS)))
     defenses: tuple[SerializeAsAny[DefenseSettings], ...] = Field(
         (), description="the rows of `advpure table` (experiment files only)")
     attacks: tuple[SerializeAsAny[AttackSettings], ...] = Field(
@@ -152,12 +176,7 @@ class EvalConfig(Settings):
     @model_validator(mode="after")
     def _consistent(self) -> EvalConfig:
         d = self.defense
-        if isinstance(d, AGDMSettings) and self.dataset != "digits" and \
-                d.guidance_classifier == AGDMSettings.default("guidance_classifier"):
-            raise ValueError(f"AGDM on {self.dataset} needs a robust guidance classifier φ: give "
-                             "--guidance-classifier SPEC (train one with `advpure train "
-                             f"guidance`); the default {d.guidance_classifier} is for digits")
-        if self.standard_n is not None and self.standard_n < self.n:
+        if self.standard_n is not None and self.standard_n < (self.n or 1):
             raise ValueError(f"expected standard_n >= n (the robust subset is part of the "
                              f"standard one), found standard_n={self.standard_n}, n={self.n}")
         if self.protocol is not None and self.attacks:
@@ -170,6 +189,22 @@ class EvalConfig(Settings):
         needy = [a.name for a in self.attacks if getattr(a, "needs_purifier", False)]
         if isinstance(d, NoDefense) and needy:
             raise ValueError(f"the {needy[0]!r} attack needs a purifier; found defense 'none'")
+        return self
+
+    @model_validator(mode="after")
+    def _dataset_defaults(self) -> EvalConfig:
+        """Unset models and budgets become the dataset's (``data.profiles``), so that the
+        config — and config.json — says what actually runs. (Set while validating, before
+        anyone sees the instance: the one place a frozen config is written.)"""
+        dataset = self.dataset
+        if dataset == IN_MEMORY:             # advpure.evaluate: the caller's models and ε
+            return self
+        updates = {"classifier": self.classifier or default_model(dataset, "classifier"),
+                   "defense": with_default_models(self.defense, dataset),
+                   "defenses": tuple(with_default_models(d, dataset) for d in self.defenses),
+                   "attacks": tuple(with_default_eps(a, dataset) for a in self.attacks)}
+        for field, value in updates.items():
+            object.__setattr__(self, field, value)
         return self
 
     def resolved_attacks(self) -> list[AttackSettings]:
@@ -192,7 +227,7 @@ config_errors = validation_errors
 def section_fields(entries: dict) -> dict[str, list[tuple[str, Any]]]:
     """Option name -> [(entry name, its FieldInfo), …] over a registry (``name`` left out)."""
     fields: dict[str, list[tuple[str, Any]]] = {}
-    for entry, settings in entries.items():
+    for entry, settings in command_line(entries).items():
         for field, info in settings.model_fields.items():
             if field != "name":
                 fields.setdefault(field, []).append((entry, info))
@@ -231,7 +266,29 @@ def read_experiment_file(path: Path) -> dict:
     if not isinstance(content, dict):
         raise ValueError(f"{path}: expected a mapping of fields (dataset, defense, attacks or "
                          f"protocol, seeds, …), found {type(content).__name__}")
+    check_nesting(content, path)
     return content
+
+
+def check_nesting(content: dict, path: Path) -> None:
+    """Refuse the flat style of the command line in a file (``attack: pgd``, ``eps: 0.2`` at
+    the top), saying how to nest it."""
+    example = {"defense": "defense: {name: diffpure, t_star: 0.1}",
+               "attack": "attacks: [{name: pgd, eps: 0.2}]"}
+    for section in ("defense", "attack"):
+        if isinstance(content.get(section), str):
+            raise ValueError(f"{path}: {section}: expected a mapping with its name and options, "
+                             f"such as {example[section]}, found {content[section]!r}")
+    own = set(EvalConfig.model_fields) | {"attack"}
+    fields = flat_fields()
+    for key in content:
+        if key not in own and key in fields and fields[key][0] is not None:
+            section = fields[key][0]
+            nested = f"defense: {{name: …, {key}: …}}" if section == "defense" else \
+                f"attacks: [{{name: …, {key}: …}}]"
+            raise ValueError(f"{path}: {key}: expected it inside the {section}'s mapping, "
+                             f"{nested}, found it at the top level (the flat style is the "
+                             "command line's)")
 
 
 def config_from_flat(values: dict[str, object], base: dict | None = None) -> EvalConfig:

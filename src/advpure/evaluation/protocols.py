@@ -1,6 +1,6 @@
 """The seed papers' evaluation protocols, one name each (``--protocol``).
 
-Budgets ε are per dataset: CIFAR and SVHN ℓ∞ 8/255 and ℓ2 0.5, ImageNet ℓ∞ 4/255 and ℓ2 3.0
+Budgets ε are per dataset (``data.profiles``): CIFAR and SVHN ℓ∞ 8/255 and ℓ2 0.5, ImageNet ℓ∞ 4/255 and ℓ2 3.0
 (ℓ∞ is DiffPure's; ℓ2 3.0 is the usual ImageNet ℓ2 budget, no seed paper reports one); digits ℓ∞ 0.2 and ℓ2 1.0 (advpure's,
 for 8×8 images). The papers' PGD step 0.007 belongs to ε = 8/255; it is scaled with
 ε (0.007 · ε / (8/255)) elsewhere.
@@ -37,12 +37,10 @@ from ..attacks import (
     StAdvSettings,
 )
 from ..attacks.base import reductions
+from ..data.profiles import default_eps
 
 PROTOCOLS = ("diffpure", "diffpure-l2", "diffpure-stadv", "coup", "agdm", "leekim", "pei",
              "breakers")
-EPS = {"cifar10": {"linf": 8 / 255, "l2": 0.5}, "cifar100": {"linf": 8 / 255, "l2": 0.5},
-       "svhn": {"linf": 8 / 255, "l2": 0.5}, "imagenet": {"linf": 4 / 255, "l2": 3.0},
-       "digits": {"linf": 0.2, "l2": 1.0}}
 PAPER_STEP_FRACTION = 0.007 / (8 / 255)     # the papers' step 0.007 at ε = 8/255
 
 
@@ -55,14 +53,14 @@ def protocol_attacks(protocol: str, dataset: str) -> list[AttackSettings]:
     """The attacks of ``protocol`` at ``dataset``'s budgets, at full (paper) strength."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol: expected one of {', '.join(PROTOCOLS)}, found {protocol!r}")
-    eps = EPS[dataset]["linf"]
+    eps = default_eps(dataset, "linf")
     step = PAPER_STEP_FRACTION * eps
     pgd200 = PGDSettings(eps=eps, steps=200, step_size=step, eot=20)
     if protocol == "diffpure":
         return _autoattack_pair(eps, "linf") + [BPDASettings(
             eps=eps, steps=50, step_size=eps / 4, eot=15, random_init=False)]
     if protocol == "diffpure-l2":
-        return _autoattack_pair(EPS[dataset]["l2"], "l2")
+        return _autoattack_pair(default_eps(dataset, "l2"), "l2")
     if protocol == "diffpure-stadv":
         return [StAdvSettings(bound=0.05, steps=100, lr=0.01, eot=20)]
     if protocol == "coup":
@@ -79,4 +77,4 @@ def protocol_attacks(protocol: str, dataset: str) -> list[AttackSettings]:
         _autoattack_pair(eps, "linf")
 
 
-__all__ = ["EPS", "PROTOCOLS", "protocol_attacks", "reductions"]
+__all__ = ["PROTOCOLS", "protocol_attacks", "reductions"]

@@ -13,12 +13,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data
-from .config import EvalConfig
+from .config import DEFAULT_N, EvalConfig
 from .executors import LocalExecutor, RayExecutor
 from .experiment import describe, evaluation_subsets
 from .results import EvalResult
-from .shards import Shard, plan_shards
-from .store import STORE_NAME, Outcome, RecordStore, RunError, RunLock
+from .shards import Shard, ShardEvaluator, _evaluator, plan_shards
+from .store import STORE_NAME, Outcome, RecordStore, RunError, RunInterrupted, RunLock
 
 
 class ShardsFailed(RunError):
@@ -107,19 +107,89 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True, out_dir: Path | None 
     every shard's outcomes go to its record store (``records.sqlite``) as it finishes, and a run
     of the same config recorded there is resumed; a second process writing into the same
     directory is refused (``RunDirectoryBusy``)."""
-    robust, standard = evaluation_subsets(cfg, len(data.labels(cfg.dataset, cfg.split,
-                                                                cfg.data_root)))
+    executor = executor or LocalExecutor()
+    cfg = with_subset_size(cfg)
+    size = split_size(cfg)
+    return run_planned(cfg, preflight(cfg, executor, size), executor, out_dir, progress)
+
+
+def split_size(cfg: EvalConfig) -> int:
+    """The number of images in the evaluated split (an error naming missing data)."""
+    return len(data.labels(cfg.dataset, cfg.split, cfg.data_root))
+
+
+def with_subset_size(cfg: EvalConfig) -> EvalConfig:
+    """``cfg`` with the default ``n`` made explicit (512, or the whole split when smaller), so
+    that the run records the size it ran."""
+    return cfg if cfg.n is not None else cfg.replace(n=min(DEFAULT_N, split_size(cfg)))
+
+
+def run_planned(cfg: EvalConfig, size: int, executor, out_dir: Path | None,
+                progress: bool = True) -> EvalResult:
+    """The run of ``cfg`` on a split of ``size`` images, its inputs checked: shards planned,
+    those recorded skipped, the others run on ``executor`` and recorded as they finish."""
+    robust, standard = evaluation_subsets(cfg, size)
     shards = plan_shards(cfg, robust, standard[~torch.isin(standard, robust)])
     attacks = [a.key() for a in cfg.resolved_attacks()]
+    if out_dir is not None:
+        check_writable(Path(out_dir))
     with _run_directory(out_dir) as store:
         record = RunRecord(cfg, store)
         pending = [s for s in shards if not record.is_done(s, attacks)]
-        _run_shards(cfg, pending, record, attacks, executor or LocalExecutor(), progress,
-                    total=sum(len(s.indices) for s in shards))
+        _run_shards(cfg, pending, record, attacks, executor, progress, shards)
         outcomes = record.all_outcomes()
         adversarial = record.adversarial(robust.tolist(), attacks)
     return EvalResult(cfg, robust.tolist(), attacks, outcomes, adversarial=adversarial,
                       standard_indices=standard.tolist())
+
+
+def preflight(cfg: EvalConfig, executor, size: int) -> int:
+    """Everything a run can refuse before any work or any file: the data is there and large
+    enough for ``n``, the models load and fit the data (kind, shape, classes). Returns the
+    split's size. The local executor keeps the models it loaded here for the run."""
+    for field, asked in (("n", cfg.n), ("standard_n", cfg.standard_n)):
+        if asked is not None and asked > size:
+            raise ValueError(f"{field}: expected at most {size} (the {cfg.dataset} {cfg.split} "
+                             f"split), found {asked}: lower --{field.replace('_', '-')}")
+    x, y = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=torch.tensor([0]))
+    evaluator = ShardEvaluator(cfg) if not isinstance(executor, LocalExecutor) else \
+        _evaluator(cfg.model_dump_json())
+    check_fits(evaluator, x, cfg)
+    return size
+
+
+def check_fits(evaluator: ShardEvaluator, x: torch.Tensor, cfg: EvalConfig) -> None:
+    """The classifier and the eps-model take the data's images (the eps-model at
+    ``purify_size`` where set) and the classifier has the dataset's classes."""
+    from ..data.profiles import PROFILES
+    from ..models.contract import contract_of
+
+    classifier = contract_of(evaluator.classifier)
+    if classifier is not None:
+        classifier.check(x, None)
+        classes = PROFILES[cfg.dataset].classes
+        if classifier.classes is not None and classifier.classes != classes:
+            raise ValueError(f"classifier: expected {classes} classes ({cfg.dataset}), found "
+                             f"{classifier.classes} in {classifier.spec}: a model of another "
+                             "dataset? give --classifier SPEC")
+    purifier = evaluator.defense.purifier
+    eps = contract_of(getattr(purifier, "purifier", purifier), ("model",)) \
+        if purifier is not None else None
+    if eps is not None:
+        size = getattr(cfg.defense, "purify_size", None)
+        eps.check(x if size is None else torch.nn.functional.interpolate(x, size=size), None)
+
+
+def check_writable(out_dir: Path) -> None:
+    """The run directory can be created and written, or a ValueError that says so."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".advpure-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--out {out_dir}: expected a directory advpure can create and write, "
+                         f"found {err.strerror or err}: choose another --out") from None
 
 
 @contextlib.contextmanager
@@ -136,32 +206,65 @@ def _run_directory(out_dir: Path | None):
 
 
 def _run_shards(cfg: EvalConfig, pending: list[Shard], record: RunRecord, attacks: list[str],
-                executor, progress: bool, total: int) -> None:
+                executor, progress: bool, planned: list[Shard]) -> None:
     """Run ``pending`` on ``executor``, recording each shard as it finishes. A shard that still
     fails after its retries is reported at the end (``ShardsFailed``) with the others recorded;
     when the first shard to finish fails, the error is raised at once (it is almost surely
-    the config's, not the shard's)."""
+    the config's, not the shard's). Ctrl-C ends the run with what it recorded
+    (``RunInterrupted``)."""
     failures, succeeded = [], False
     tally = RobustTally(attacks)
     tally.add(record.all_outcomes())
-    done = total - sum(len(s.indices) for s in pending)
-    with tqdm(total=total, initial=done, desc=describe(cfg), disable=not progress) as bar:
-        bar.set_postfix(tally.postfix())
-        for shard, result in executor.map(cfg.model_dump_json(), pending):
-            if isinstance(result, Exception):
-                if not succeeded:
-                    raise result
-                failures.append((shard, result))
-                tqdm.write(f"shard failed ({shard}): {type(result).__name__}: {result}")
-                continue
-            succeeded = True
-            record.add(result)
-            tally.add(result)
-            bar.update(len(shard.indices))
-            bar.set_postfix(tally.postfix())
+    with phase_bars(cfg, planned, pending, progress) as bars:
+        bars[True].set_postfix(tally.postfix())
+        try:
+            for shard, result in executor.map(cfg.model_dump_json(), pending):
+                if isinstance(result, Exception):
+                    if not succeeded:
+                        raise result
+                    failures.append((shard, result))
+                    tqdm.write(f"shard failed ({shard}): {type(result).__name__}: {result}")
+                    continue
+                succeeded = True
+                record.add(result)
+                tally.add(result)
+                bars[shard.attacked].update(len(shard.indices))
+                bars[True].set_postfix(tally.postfix())
+        except KeyboardInterrupt:
+            raise RunInterrupted(interrupted_message(record)) from None
     if failures:
         lines = "\n".join(f"  {shard}: {type(err).__name__}: {err}" for shard, err in failures)
         raise ShardsFailed(f"{len(failures)} of {len(pending)} shards failed after their "
                            f"retries (the others are recorded; run again to retry these):\n"
                            f"{lines}")
 
+
+def interrupted_message(record: RunRecord) -> str:
+    """What Ctrl-C leaves: the outcomes recorded, and how to go on."""
+    if record.store is None:
+        return "interrupted; nothing was recorded (no run directory): give out_dir to resume"
+    count = len(record.done)
+    return (f"interrupted; {count} outcomes recorded in {record.store.path}; run the same "
+            "command to resume")
+
+
+@contextlib.contextmanager
+def phase_bars(cfg: EvalConfig, planned: list[Shard], pending: list[Shard], progress: bool):
+    """One progress bar per phase — the attacked robust subset, then the clean-only standard
+    images — each counting images over every seed, so that each ETA is its own phase's."""
+    def images(shards, attacked):
+        return sum(len(s.indices) for s in shards if s.attacked == attacked)
+
+    bars = {}
+    for position, (attacked, label) in enumerate(((True, "attacked"), (False, "clean"))):
+        total = images(planned, attacked)
+        if total or attacked:
+            bars[attacked] = tqdm(total=total, initial=total - images(pending, attacked),
+                                  desc=f"{label}: {describe(cfg)}" if attacked else
+                                  f"{label}: standard images", unit="img", position=position,
+                                  disable=not progress, leave=True)
+    try:
+        yield bars
+    finally:
+        for bar in bars.values():
+            bar.close()

@@ -200,10 +200,16 @@ class RunDirectoryBusy(RunError):
     """Another process is writing into the run directory."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the message says what was recorded and how to resume."""
+
+
 class RunLock:
     """Exclusive use of a run directory by one process: an advisory lock (``flock``) on
     ``run.lock`` inside it, taken without waiting and released when the process ends, however
-    it ends (a SIGKILLed run leaves nothing to clean up)."""
+    it ends (a SIGKILLed run leaves nothing to clean up). A run that ends removes the file
+    (while still holding the lock; a process that opened it just before takes the lock on the
+    removed file, sees that and tries again on the new one)."""
 
     NAME = "run.lock"
 
@@ -213,21 +219,33 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "unknown"
-            self.file.close()
-            raise RunDirectoryBusy(
-                f"run directory {self.path.parent} is in use by another advpure process (pid "
-                f"{holder}): wait for it to finish, or write to another directory") from None
+        while True:
+            self.file = open(self.path, "a+")
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.file.seek(0)
+                holder = self.file.read().strip() or "unknown"
+                self.file.close()
+                raise RunDirectoryBusy(
+                    f"run directory {self.path.parent} is in use by another advpure process "
+                    f"(pid {holder}): wait for it to finish, or write to another directory"
+                ) from None
+            if self._still_the_lock_file():
+                break
+            self.file.close()                  # removed by the run that just ended: again
         self.file.truncate(0)
         self.file.write(str(os.getpid()))
         self.file.flush()
         return self
 
+    def _still_the_lock_file(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self.file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()

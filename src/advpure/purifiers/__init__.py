@@ -2,7 +2,7 @@
 settings, registered in ``PURIFIERS`` (the ``defense`` of an evaluation config)."""
 from ..settings import registry
 from .agdm import AGDM, AGDMSettings
-from .base import DefenseSettings, Models, NoDefense, PurifierSettings
+from .base import DefenseSettings, ModuleDefense, Models, NoDefense, PurifierSettings
 from .coup import COUP, COUP_PRESETS, COUPSettings
 from .diffpure import DiffPure, DiffPureSettings
 from .gdmp import GDMP, GDMPSettings
@@ -16,8 +16,10 @@ PURIFIERS: dict[str, type[DefenseSettings]] = registry(   # name -> settings; on
     AGDMSettings,
     HeteroSettings,
     GDMPSettings,
+    ModuleDefense,
 )
 
 __all__ = ["AGDM", "AGDMSettings", "COUP", "COUPSettings", "COUP_PRESETS", "DefenseSettings",
            "DiffPure", "DiffPureSettings", "GDMP", "GDMPSettings", "HeteroPure", "HeteroSettings", "Models",
+           "ModuleDefense",
            "NoDefense", "PURIFIERS", "PurifierSettings", "Resized"]

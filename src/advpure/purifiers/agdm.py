@@ -40,9 +40,10 @@ class AGDMSettings(PurifierSettings):
                                       "continuous (Eq. 18, VP-SDE)")
     guidance_scale: NonNegativeFloat = Field(1.0, description="s of the robust guidance (0: "
                                              "unguided)")
-    guidance_classifier: str = Field("builtin:digits-guidance", description="spec of the "
-                                     "robust classifier φ (train one with `advpure train "
-                                     "guidance`; the default is digits')")
+    guidance_classifier: str | None = Field(None, description="spec of the robust classifier "
+                                            "φ (default: the dataset's, builtin:digits-guidance "
+                                            "or builtin:cifar10-guidance; train one with "
+                                            "`advpure train guidance`)")
     guidance_distance: Literal[DISTANCES] = Field("kl", description="D between softmax "
                                                   "outputs: " + " | ".join(DISTANCES))
     guidance_label: Literal[LABEL_SOURCES] = Field("input", description="ŷ from φ on the "

@@ -67,14 +67,35 @@ class NoDefense(DefenseSettings):
         return "none"
 
 
+class ModuleDefense(DefenseSettings):
+    """A defense given as an ``nn.Module`` to ``advpure.evaluate`` in Python: the record of what
+    it was (a label, and a fingerprint of its weights and of the data), never rebuilt from a
+    config. Not a command-line defense (``python_only``)."""
+
+    name: Literal["module"] = "module"
+    label: str = Field(..., description="what the module is")
+    fingerprint: str = Field(..., description="sha256 of the module's weights and the data")
+
+    python_only: ClassVar[bool] = True
+
+    def build(self, models: Models) -> None:
+        raise ValueError(f"defense 'module' ({self.label}) is an nn.Module that was given to "
+                         "advpure.evaluate in Python; a config cannot rebuild it: run it from "
+                         "Python again (its records and reports are in its run directory)")
+
+    def describe(self) -> str:
+        return self.label
+
+
 class PurifierSettings(DefenseSettings):
     """The fields every purifier's settings have: its eps-model and step, and how the defense
     around it is attacked (``gradient``) and combined (``ensemble``). A purifier's own settings
     subclass this, add their options, and implement ``build`` and ``describe_options``."""
 
-    diffusion: str = Field("builtin:digits-unet", description="eps-model spec: builtin:NAME, "
-                           "FAMILY:PATH (score_sde, guided-diffusion[-fp16], diffusers, edm) or "
-                           "a checkpoint path")
+    diffusion: str | None = Field(None, description="eps-model spec: builtin:NAME, FAMILY:PATH "
+                                  "(score_sde, guided-diffusion[-fp16], diffusers, edm) or a "
+                                  "checkpoint path (default: the dataset's, builtin:digits-unet "
+                                  "or builtin:cifar10-unet-small)")
     dt: PositiveFloat = Field(1e-3, description="solver step (paper: 1e-3; discrete samplers: "
                               "1e-3 = every level, larger respaces)")
     gradient: Literal[GRADIENTS] = Field("exact", description="what attacks differentiate: "
@@ -114,10 +135,21 @@ class PurifierSettings(DefenseSettings):
                 raise ValueError(f"memory_budget applies to gradient 'checkpoint', found "
                                  f"gradient={self.gradient!r}")
             parse_budget(self.memory_budget)            # a readable budget, or the error
+        span = self.time_span()
+        if span is not None and self.dt > span + 1e-12:
+            raise ValueError(f"dt: expected at most {span:g}, the time the solver crosses "
+                             f"({self.span_name}), found {self.dt:g} — it would run one step "
+                             f"of {span:g}, not of {self.dt:g}: lower --dt")
         if self.gradient == "adjoint" and not self.runs_continuous_time():
             raise ValueError(f"gradient 'adjoint' needs a continuous-time solver; "
                              f"{self.label()} runs discrete steps: use 'exact' or 'checkpoint'")
         return self
+
+    span_name: ClassVar[str] = "t*"
+
+    def time_span(self) -> float | None:
+        """The shortest stretch of time the solver crosses in steps of ``dt`` (None: no limit)."""
+        return getattr(self, "t_star", None)
 
     def runs_continuous_time(self) -> bool:
         return self.continuous_time

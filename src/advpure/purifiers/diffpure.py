@@ -59,6 +59,9 @@ class DiffPureSettings(PurifierSettings):
     ld_score_t: PositiveFloat = Field(LD_DEFAULTS["score_t"], description="ld: the time at "
                                       "which the score 'at 0' is taken")
 
+    def time_span(self) -> float | None:
+        return self.t_star if SAMPLERS[self.sampler].uses_t_star else None
+
     def unused_options(self) -> set[str]:
         """The options the sampler does not take: other samplers' (and t*, Δ for ld)."""
         unused = {k for k, owners in SAMPLER_OPTIONS.items() if self.sampler not in owners}

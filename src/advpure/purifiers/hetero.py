@@ -72,6 +72,11 @@ class HeteroSettings(PurifierSettings):
                              f"(tau={self.tau}, mask_top={self.mask_top})")
         return self
 
+    span_name = "t_l"
+
+    def time_span(self) -> float | None:
+        return self.t_large
+
     @model_validator(mode="after")
     def _times_ordered(self):
         if not self.t_small <= self.t_large:

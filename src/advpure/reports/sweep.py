@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..evaluation.config import EvalConfig, section_fields
 from ..evaluation.experiment import describe
-from ..evaluation.runner import run_evaluation
+from ..evaluation.runner import run_evaluation, with_subset_size
 from ..purifiers import PURIFIERS, NoDefense
 from ..settings import is_numeric
 from ..evaluation.stats import paired_sign_test
@@ -69,6 +69,7 @@ def with_option(base: EvalConfig, param: str, value: float | str) -> EvalConfig:
 def run_or_resume(cfg: EvalConfig, run_dir: Path, progress: bool = True, executor=None) -> dict:
     """The summary of ``cfg``: read from ``run_dir`` if a finished run of the very same config
     is there, otherwise evaluated there (resuming what its record store holds) and written."""
+    cfg = with_subset_size(cfg)
     results = run_dir / "results.json"
     if results.is_file():
         summary = json.loads(results.read_text())

@@ -20,7 +20,7 @@ def table_configs(base: EvalConfig, names: list[str]) -> list[EvalConfig]:
     """One config per row: the file's ``defenses`` if it lists any, else each name in
     ``names`` at its defaults (``defense_for``)."""
     if base.defenses:
-        return [base.model_copy(update={"defense": d, "defenses": ()}) for d in base.defenses]
+        return [base.replace(defense=d, defenses=()) for d in base.defenses]
     return [defense_for(base, name) for name in names]
 
 
@@ -30,7 +30,7 @@ def defense_for(base: EvalConfig, name: str) -> EvalConfig:
         return base
     given = base.defense.model_dump()
     common = {f: given[f] for f in COMMON if f in given} if name != "none" else {}
-    return base.model_copy(update={"defense": DefenseConfig(name=name, **common)})
+    return base.replace(defense=DefenseConfig(name=name, **common))
 
 
 def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,

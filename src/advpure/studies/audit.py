@@ -36,7 +36,7 @@ from .. import data
 from ..attacks.stadv import cw_margin
 from ..evaluation.config import AttackConfig, EvalConfig
 from ..evaluation.experiment import Defense, evaluation_subsets
-from ..evaluation.protocols import EPS
+from ..data.profiles import default_eps
 from ..evaluation.stats import binomial_tail, paired_sign_test
 from ..models import load_classifier
 from ..reports.plots import figure
@@ -59,16 +59,21 @@ class Check:
 
 @dataclass
 class AuditBudget:
-    """How much the audit spends: images, the multipliers of the attack's iterations and EOT
-    count, the ε multipliers, purification draws for the randomness check, Square's queries."""
+    """How much the audit spends; each field is the ``advpure audit`` flag of the same name
+    (``factors`` is ``--factors``)."""
 
-    images: int = 64
-    budget_factors: tuple[int, ...] = (1, 2, 4)
-    eps_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
-    draws: int = 16
-    square_queries: int = 1000
-    alpha: float = 0.01
-    unbounded_accuracy: float = 0.05          # p₀ of the unbounded-attack test
+    images: int = field(default=64, metadata={"help": "images of the fixed robust subset"})
+    factors: tuple[int, ...] = field(default=(1, 2, 4), metadata={
+        "help": "multipliers of the attack's iterations and EOT"})
+    eps_factors: tuple[float, ...] = field(default=(0.25, 0.5, 1.0, 2.0), metadata={
+        "help": "multipliers of the attack's ε"})
+    repeats: int = field(default=16, metadata={
+        "help": "calls per image for the randomness check"})
+    square_queries: int = field(default=1000, metadata={
+        "help": "queries of the black-box Square"})
+    alpha: float = field(default=0.01, metadata={"help": "level of each one-sided test"})
+    unbounded_accuracy: float = field(default=0.05, metadata={
+        "help": "p₀ of the unbounded-attack test: the accuracy it must stay below"})
 
 
 @dataclass
@@ -188,7 +193,8 @@ def _guarded(name: str, check: Callable[[], Check]) -> Check:
 def unbounded_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Check:
     a = run.target.attack
     eps = 1.0 if a.norm == "linf" else math.sqrt(run.target.x[0].numel())
-    attack = a.replace(eps=eps, steps=max(2 * a.steps, 20), step_size=None)
+    # beyond what a configuration may ask (the settings refuse ℓ∞ ε ≥ 1): not validated
+    attack = a.model_copy(update={"eps": eps, "steps": max(2 * a.steps, 20), "step_size": None})
     correct = run.correct(attack)
     k, n = int(correct.sum()), len(correct)
     p = binomial_tail(k, n, budget.unbounded_accuracy)
@@ -215,7 +221,7 @@ def eps_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Check:
 def budget_check(run: AttackRunner, budget: AuditBudget, curves: dict, what: str) -> Check:
     a = run.target.attack
     base = a.steps if what == "iterations" else a.eot_copies()
-    grid = [base * f for f in sorted(budget.budget_factors)]
+    grid = [base * f for f in sorted(budget.factors)]
     option = "steps" if what == "iterations" else "eot"
     correct = [run.correct(a.replace(**{option: v})) for v in grid]
     curves[what] = {"x": grid, "accuracy": [float(c.mean()) for c in correct]}
@@ -318,7 +324,7 @@ def randomness_check(run: AttackRunner, budget: AuditBudget) -> Check:
     t = run.target
     generator = torch.Generator().manual_seed(6)
     with torch.no_grad():
-        logits = torch.stack([t.defended(generator, None)(t.x) for _ in range(budget.draws)])
+        logits = torch.stack([t.defended(generator, None)(t.x) for _ in range(budget.repeats)])
     predictions = logits.argmax(2)                                      # R × N
     stochastic = bool((logits - logits[0]).abs().max() > 1e-6)
     agree = (predictions == predictions.mode(0).values).float().mean(0)
@@ -331,7 +337,7 @@ def randomness_check(run: AttackRunner, budget: AuditBudget) -> Check:
                    if status == WARN else "deterministic" if not stochastic else
                    f"randomized, attacked with EOT {eot}")
     return Check("randomness is averaged by EOT", status,
-                 {"stochastic": stochastic, "attack_eot": eot, "draws": budget.draws,
+                 {"stochastic": stochastic, "attack_eot": eot, "repeats": budget.repeats,
                   "mean_agreement_with_majority": float(agree.mean()),
                   "images_with_disagreeing_draws": int((agree < 1).sum()),
                   "single_draw_accuracy": single, "vote_accuracy": vote}, explanation)
@@ -412,7 +418,7 @@ def target_from_config(cfg: EvalConfig, images: int) -> Target:
     classifier = load_classifier(cfg.classifier)
     defense = Defense.build(cfg.defense, classifier)
     attacks = [a for a in cfg.resolved_attacks() if a.auditable]
-    attack = attacks[0] if attacks else AttackConfig(name="pgd", eps=EPS[cfg.dataset]["linf"],
+    attack = attacks[0] if attacks else AttackConfig(name="pgd", eps=default_eps(cfg.dataset, "linf"),
                                                      steps=10)
 
     def defended(generator: torch.Generator, gradient: str | None) -> nn.Module:

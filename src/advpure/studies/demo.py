@@ -32,7 +32,7 @@ class DemoSettings:
     def config(self, defense: DefenseConfig, seeds: tuple[int, ...]) -> EvalConfig:
         attack = AttackConfig(name="pgd", eps=self.eps, norm="linf", steps=self.steps, eot=self.eot)
         return EvalConfig(dataset="digits", n=self.n, standard_n=self.n, defense=defense,
-                          attacks=(attack,), seeds=seeds, batch_size=self.n)
+                          attacks=(attack,), seeds=seeds, batch_size=self.n, save_adversarial=True)
 
     def diffpure(self, t_star: float) -> DefenseConfig:
         return DefenseConfig(name="diffpure", t_star=t_star, dt=self.dt)
@@ -42,9 +42,10 @@ def run_demo(out_dir: Path, settings: DemoSettings = DemoSettings(),
              progress: bool = True) -> str:
     """Run the comparison and the t* sweep, write the report; returns the Markdown report."""
     start = time.perf_counter()
-    undefended = run_evaluation(settings.config(DefenseConfig(), settings.seeds), progress)
+    undefended = run_evaluation(settings.config(DefenseConfig(), settings.seeds), progress,
+                                out_dir / "undefended")      # records.sqlite: advpure report
     diffpure = run_evaluation(settings.config(settings.diffpure(settings.t_star), settings.seeds),
-                              progress)
+                              progress, out_dir / "diffpure")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_run(undefended, out_dir / "undefended")
     write_run(diffpure, out_dir / "diffpure")
