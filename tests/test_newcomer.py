@@ -140,6 +140,14 @@ def test_a_damaged_safetensors_file_is_named(tmp_path, damage):
                    "truncated or corrupt")
 
 
+def test_a_random_torch_file_never_suggests_weights_only_false(tmp_path):
+    junk = tmp_path / "Standard.pt"
+    junk.write_bytes(bytes(torch.randint(0, 256, (2048,), dtype=torch.uint8).tolist()))
+    line = one_line_error(cli("models", f"wrn-28-10:{junk}"), "expected a PyTorch checkpoint "
+                          "of tensors, found an unreadable file")
+    assert "weights_only" not in line
+
+
 def test_a_checkpoint_config_that_does_not_fit_its_family(tmp_path):
     stem = copied_checkpoint(tmp_path)
     record = json.loads(stem.with_suffix(".json").read_text())

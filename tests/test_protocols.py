@@ -189,9 +189,12 @@ def test_standard_accuracy_on_the_whole_split_robust_on_a_nested_subset(tmp_path
     same = run_evaluation(cfg.model_copy(update={"standard_n": 6}), progress=False)
     assert same.standard_indices == same.subset_indices == result.subset_indices
     assert same.correct(0, "clean") == result.correct(0, "clean", on_subset=True)
-    capped = EvalConfig(n=5000, standard_n=6000, attacks=(AttackConfig(name="pgd", steps=1),))
-    undefended = run_evaluation(capped, progress=False)
+    default = EvalConfig(attacks=(AttackConfig(name="pgd", steps=1),))   # n: 512 or the split
+    undefended = run_evaluation(default, progress=False)
     assert len(undefended.subset_indices) == 359 == len(undefended.standard_indices)
+    assert undefended.config.n == 359                        # recorded as run
+    with pytest.raises(ValueError, match="n: expected at most 359"):   # never clamped
+        run_evaluation(default.replace(n=5000), progress=False)
     with pytest.raises(ValidationError, match="standard_n >= n"):
         EvalConfig(n=10, standard_n=5)
 

@@ -54,7 +54,7 @@ def test_a_wrong_file_names_what_was_expected(tmp_path):
     with pytest.raises(ValueError, match="expected a wrn-28-10 checkpoint .* shape mismatches"):
         load_classifier(f"wrn-28-10:{tmp_path / 'small.pt'}")
     (tmp_path / "truncated.pt").write_bytes((tmp_path / "small.pt").read_bytes()[:500])
-    with pytest.raises(ValueError, match="could not be read as a PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="expected a PyTorch checkpoint of tensors, found an unreadable file"):
         load_classifier(f"wrn-28-10:{tmp_path / 'truncated.pt'}")
     with pytest.raises(ValueError, match="expected a diffusion, found the classifier family"):
         load_diffusion(f"wrn-28-10:{tmp_path / 'small.pt'}")

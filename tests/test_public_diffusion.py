@@ -211,7 +211,7 @@ def test_wrong_diffusion_files_name_what_was_expected(shared_dir, tmp_path):
     with pytest.raises(ValueError, match="found a torch.save zip archive"):
         load_diffusion(f"edm:{score_sde}")
     (tmp_path / "cut.pth").write_bytes(score_sde.read_bytes()[:100_000])
-    with pytest.raises(ValueError, match="could not be read as a PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="expected a PyTorch checkpoint of tensors, found an unreadable file"):
         load_diffusion(f"score_sde:{tmp_path / 'cut.pth'}")
     (tmp_path / "cut.pkl").write_bytes(
         fixture(shared_dir, "edm_songunet", "edm_small.pkl").read_bytes()[:100_000])
@@ -265,4 +265,4 @@ def test_the_models_command_lists_the_families_and_checks_a_file(shared_dir):
     assert "317,843 parameters, EDMDenoiserEps" in checked.output
     wrong = CliRunner().invoke(app, ["models", f"score_sde:{edm}"])
     message = re.sub(r"[│╭╮╰╯─\s]+", " ", wrong.output)
-    assert wrong.exit_code == 2 and "could not be read as a PyTorch checkpoint" in message
+    assert wrong.exit_code == 2 and "expected a PyTorch checkpoint of tensors, found an unreadable file" in message

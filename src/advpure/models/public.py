@@ -70,9 +70,12 @@ def torch_file(path: str | Path) -> Any:
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:     # truncated, not a torch file, or code that may not be run
-        raise ValueError(f"checkpoint {path}: could not be read as a PyTorch checkpoint "
-                         f"(truncated or another format?): {type(err).__name__}: "
-                         f"{str(err)[:200]}") from None
+        detail = str(err).splitlines()[0][:200] if "weights_only" not in str(err) else \
+            "it is not a plain tensor file (a pickle that would run code is never loaded)"
+        raise ValueError(f"checkpoint {path}: expected a PyTorch checkpoint of tensors, found "
+                         f"an unreadable file — truncated, another format, or another family's "
+                         f"file ({type(err).__name__}: {detail}); check the path and the "
+                         "spec's family (`advpure models` lists them)") from None
 
 
 def read_state_dict(path: str | Path) -> State:
