@@ -17,7 +17,7 @@ from .config import DEFAULT_N, EvalConfig
 from .executors import LocalExecutor, RayExecutor
 from .experiment import describe, evaluation_subsets
 from .results import EvalResult
-from .shards import Shard, ShardEvaluator, _evaluator, plan_shards
+from .shards import Shard, ShardEvaluator, shard_evaluator, plan_shards
 from .store import STORE_NAME, Outcome, RecordStore, RunError, RunInterrupted, RunLock
 
 
@@ -144,16 +144,16 @@ def run_planned(cfg: EvalConfig, size: int, executor, out_dir: Path | None,
 
 
 def preflight(cfg: EvalConfig, executor, size: int) -> int:
-    """Everything a run can refuse before any work or any file: the data is there and large
-    enough for ``n``, the models load and fit the data (kind, shape, classes). Returns the
-    split's size. The local executor keeps the models it loaded here for the run."""
+    """Everything a run can refuse before any work or any file: a split of ``size`` images too
+    small for ``n``, models that do not load or do not fit the data (kind, shape, classes).
+    Returns ``size``. The local executor keeps the models loaded here for the run."""
     for field, asked in (("n", cfg.n), ("standard_n", cfg.standard_n)):
         if asked is not None and asked > size:
             raise ValueError(f"{field}: expected at most {size} (the {cfg.dataset} {cfg.split} "
                              f"split), found {asked}: lower --{field.replace('_', '-')}")
-    x, y = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=torch.tensor([0]))
+    x, _ = data.load(cfg.dataset, cfg.split, root=cfg.data_root, indices=torch.tensor([0]))
     evaluator = ShardEvaluator(cfg) if not isinstance(executor, LocalExecutor) else \
-        _evaluator(cfg.model_dump_json())
+        shard_evaluator(cfg.model_dump_json())
     check_fits(evaluator, x, cfg)
     return size
 

@@ -75,11 +75,12 @@ class ShardEvaluator:
 
 
 @functools.lru_cache(maxsize=1)
-def _evaluator(config_json: str) -> ShardEvaluator:
+def shard_evaluator(config_json: str) -> ShardEvaluator:
+    """The models of a config, built once per process and kept for its shards."""
     return ShardEvaluator(EvalConfig.model_validate_json(config_json))
 
 
 def evaluate_shard(config_json: str, shard: Shard) -> list[Outcome]:
     """The outcomes of ``shard`` under the config (the models built on the first call of a
     process and kept for its next shards of the same config)."""
-    return _evaluator(config_json)(shard)
+    return shard_evaluator(config_json)(shard)
