@@ -108,7 +108,8 @@ def test_diffattack_with_weight_zero_is_pgd_with_eot(digits_batch):
                       **kw)
     # the attacked rows are purified with the seeds PGD's defense draws (the clean rows reuse
     # them), so with λ = 0 every step is PGD's
-    theirs = pgd(defended(seed=4), x, y, generator=torch.Generator().manual_seed(1), **kw)
+    theirs = pgd(defended(seed=4), x, y, generator=torch.Generator().manual_seed(1), loss="cw",
+                 **kw)
     torch.testing.assert_close(ours, theirs)
 
 

@@ -1,7 +1,7 @@
 """Attacks on the whole defended pipeline, with exact gradients; each with its typed settings,
 registered in ``ATTACKS`` (the ``attacks`` of an evaluation config)."""
 from ..settings import registry
-from .apgd import APGDSettings, apgd_eot, dlr_loss
+from .apgd import APGDSettings, apgd_eot
 from .autoattack import AutoAttackSettings, apgd_official, autoattack
 from .base import AttackSettings, NormBallAttack, check_attack_inputs
 from .bpda import BPDASettings
@@ -9,6 +9,7 @@ from .diffattack import DiffAttackSettings, diffattack
 from .diffhammer import DiffHammerSettings, diffhammer, selective_weights
 from .diffusion_only import DiffusionOnlySettings, diffusion_only
 from .eot import eot_loss_and_grad
+from .losses import LOSS_NAMES, cw_margin, dlr_loss, objective
 from .lowfreq import LowFrequencySettings, low_frequency
 from .pgd import PGDSettings, pgd, project
 from .square import SquareSettings, square
@@ -33,5 +34,5 @@ __all__ = ["ATTACKS", "APGDSettings", "AttackSettings", "AutoAttackSettings", "B
            "DiffAttackSettings", "DiffHammerSettings", "DiffusionOnlySettings",
            "LowFrequencySettings", "NormBallAttack", "PGDSettings", "SquareSettings",
            "StAdvSettings", "TransferSettings", "apgd_eot", "apgd_official", "autoattack",
-           "check_attack_inputs", "diffattack", "diffhammer", "diffusion_only", "dlr_loss", "eot_loss_and_grad", "low_frequency", "pgd",
+           "LOSS_NAMES", "check_attack_inputs", "cw_margin", "diffattack", "diffhammer", "diffusion_only", "dlr_loss", "eot_loss_and_grad", "low_frequency", "objective", "pgd",
            "project", "selective_weights", "square", "stadv"]

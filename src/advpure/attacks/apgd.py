@@ -6,7 +6,8 @@ step size η = 2ε, momentum α = 0.75, checkpoints w_j = ⌈p_j N⌉ with p_0 =
 p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06); at a checkpoint η halves (and the iterate
 restarts from the best point) when fewer than ρ = 0.75 of the steps since the last checkpoint
 increased the loss, or when neither η nor the best loss changed since it. Losses: cross-entropy,
-or DLR = −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3) (Eq. 5). Returns the point of highest loss.
+the CW margin or DLR (Eq. 5), targeted or not (``losses.py``). Returns the point of highest
+loss.
 """
 from __future__ import annotations
 
@@ -16,25 +17,13 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, PositiveInt
 
-from .._checks import check_choice
-from .base import NormBallAttack, check_attack_inputs, steps_bar
-from .eot import Model, cross_entropy, eot_loss_and_grad
-from .pgd import _flat_norm, project, random_start
+from .base import check_attack_inputs, steps_bar
+from .eot import Model, eot_loss_and_grad
+from .losses import labels_for, objective
+from .pgd import LossOptions, _flat_norm, project, random_start
+from .restarts import with_restarts
 
 MOMENTUM, RHO = 0.75, 0.75
-
-
-def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The difference-of-logits-ratio loss per sample (Croce & Hein 2020, Eq. 5)."""
-    ranked = logits.sort(dim=1, descending=True).values
-    true = logits.gather(1, y[:, None])[:, 0]
-    top_is_true = ranked[:, 0] == true
-    best_other = torch.where(top_is_true, ranked[:, 1], ranked[:, 0])
-    return -(true - best_other) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
-
-
-LOSSES = {"ce": cross_entropy, "dlr": dlr_loss}
-APGD_LOSSES = tuple(LOSSES)
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -53,28 +42,40 @@ def _step(x: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, norm: str) -> 
 
 def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
              steps: int = 100, loss: str = "ce", eot: int = 1,
-             generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
-    """APGD-CE / APGD-DLR with batched EOT; the start is uniform in the ball (``generator``);
-    ``progress`` shows a bar over the iterations."""
+             generator: torch.Generator | None = None, progress: bool = False,
+             targets: torch.Tensor | None = None, restarts: int = 1) -> torch.Tensor:
+    """APGD-CE / -CW / -DLR with batched EOT, targeted toward ``targets`` when given; the start
+    is uniform in the ball (``generator``); ``restarts`` as in ``restarts.py``; ``progress``
+    shows a bar over the iterations."""
     y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
-    check_choice(loss, APGD_LOSSES, "APGD loss")
+    loss_fn = objective(loss, targets is not None)
     if not (isinstance(steps, int) and steps >= 1 and isinstance(eot, int) and eot >= 1):
         raise ValueError(f"apgd_eot: expected integer steps >= 1 and eot >= 1, found {steps!r}, "
                          f"{eot!r}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    x = x.detach()
+
+    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return _apgd_run(model, x.detach(), labels, eps, norm, steps, loss_fn, eot, generator,
+                         progress)
+    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot)
+
+
+def _apgd_run(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,
+              steps: int, loss_fn, eot: int, generator: torch.Generator, progress: bool
+              ) -> torch.Tensor:
+    """One APGD run (Algorithm 1) from a uniform start; ``y``: the objective's labels."""
     marks = set(checkpoints(steps))
     n = x.shape[0]
     eta = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
     x_k = random_start(x, eps, norm, generator)
-    f_k, g_k = eot_loss_and_grad(model, x_k, y, eot, LOSSES[loss])
+    f_k, g_k = eot_loss_and_grad(model, x_k, y, eot, loss_fn)
     x_best, f_best, g_best = x_k.clone(), f_k.clone(), g_k.clone()
     x_prev = x_k
     x_next = project(_step(x_k, g_k, eta, norm), x, eps, norm)          # first step: no momentum
     successes = torch.zeros(n, device=x.device)
     last_mark, eta_at_mark, best_at_mark = 0, eta.clone(), f_best.clone()
     for k in steps_bar(range(1, steps + 1), progress, f"APGD-{steps} EOT-{eot}"):
-        f_next, g_next = eot_loss_and_grad(model, x_next, y, eot, LOSSES[loss])
+        f_next, g_next = eot_loss_and_grad(model, x_next, y, eot, loss_fn)
         successes += (f_next > f_k).float()
         improved = f_next > f_best
         x_best[improved], f_best[improved] = x_next[improved], f_next[improved]
@@ -97,19 +98,21 @@ def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
     return x_best.detach()
 
 
-class APGDSettings(NormBallAttack):
+class APGDSettings(LossOptions):
     """advpure's batched-EOT APGD (``apgd_eot``; the official one is ``apgd_official``)."""
 
     name: Literal["apgd"] = "apgd"
     auditable: ClassVar[bool] = True
     steps: PositiveInt = Field(20, description="attack iterations")
     eot: PositiveInt = Field(1, description="EOT copies per gradient")
-    loss: Literal[APGD_LOSSES] = Field("ce", description="ce | dlr (Croce & Hein Eq. 5)")
 
     def run(self, model, x, y, generator):
         return apgd_eot(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
-                        loss=self.loss, eot=self.eot, generator=generator)
+                        loss=self.loss, eot=self.eot, generator=generator,
+                        targets=self.targets(model, x, y), restarts=self.restarts)
 
     def label_parts(self) -> list[str]:
-        parts = [self.loss, self.eps_label(), f"{self.steps} steps"]
+        extra = (["targeted"] if self.targeted else []) + (
+            [f"{self.restarts} restarts"] if self.restarts > 1 else [])
+        parts = [self.loss, *extra, self.eps_label(), f"{self.steps} steps"]
         return parts + ([f"EOT {self.eot}"] if self.eot > 1 else [])

@@ -15,13 +15,13 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from .._checks import check_choice
-from .apgd import APGD_LOSSES
 from .base import NormBallAttack, check_attack_inputs, seed_from
 
 AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2"}
 AUTOATTACK_VERSIONS = ("standard", "rand")
 RAND_EOT = 20                   # EOT of the rand version (Croce & Hein 2020)
 SQUARE_QUERIES = 5000           # Square's queries in the standard version
+APGD_LOSSES = ("ce", "dlr")     # the losses of pyautoattack's APGDAttack
 
 
 @contextlib.contextmanager

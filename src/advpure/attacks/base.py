@@ -15,6 +15,7 @@ from ..models.contract import contract_of
 from ..settings import Named
 
 NORMS = ("linf", "l2")
+VARIANTS = ("advpure", "authors-code")    # a breaker as advpure reads it | as its authors run it
 BUDGETS = {"steps": "{used} of {full} steps", "eot": "EOT {used} of {full}",
            "queries": "{used} of {full} Square queries"}     # what a protocol's caps cut
 

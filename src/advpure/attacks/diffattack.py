@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 from torch import nn
 
 from ..defense import PurifiedClassifier, combine_ensemble
 from ..diffusion import PerSampleNoise
-from .base import check_attack_inputs
-from .eot import cross_entropy
-from .pgd import IterativeAttack, pgd
+from .base import VARIANTS, check_attack_inputs
+from .hammer_authors import AUTHORS_DEFAULTS, diffhammer_authors
+from .losses import LOSS_NAMES, Loss, cross_entropy, labels_for, objective
+from .pgd import IterativeAttack, LossOptions, pgd
+from .restarts import with_restarts
 
 STATE_GRADIENTS = ("exact", "checkpoint")       # the modes that differentiate every state
 
@@ -69,54 +71,105 @@ class DeviationProbe(nn.Module):
         return logits, deviation
 
 
-def deviated_loss(weight: float):
-    """The DiffAttack objective per row: cross-entropy + λ · deviation."""
+def deviated_loss(weight: float, base: Loss = cross_entropy):
+    """The DiffAttack objective per row: the classification loss ``base`` + λ · deviation."""
     def loss(outputs, labels: torch.Tensor) -> torch.Tensor:
         if isinstance(outputs, tuple):
             logits, deviation = outputs
-            return cross_entropy(logits, labels) + weight * deviation
-        return cross_entropy(outputs, labels)      # the bare classifier has no states
+            return base(logits, labels) + weight * deviation
+        return base(outputs, labels)               # the bare classifier has no states
     return loss
 
 
 def diffattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                norm: str = "linf", steps: int = 20, step_size: float | None = None,
                eot: int = 1, weight: float = 1.0, every: int = 1, random_init: bool = True,
-               generator: torch.Generator | None = None, progress: bool = False
+               generator: torch.Generator | None = None, progress: bool = False,
+               loss: str = "cw", targets: torch.Tensor | None = None, restarts: int = 1
                ) -> torch.Tensor:
-    """DiffAttack: PGD+EOT maximising CE(f(P(x'))) + λ·L_dev(x', x), L_dev the deviation of
+    """DiffAttack: PGD+EOT maximising ℓ(f(P(x'))) + λ·L_dev(x', x), L_dev the deviation of
     the reverse-process states of x' from those of the clean x under the same noise (the paper's
-    Eq. for the deviated-reconstruction loss, uniform weights over the recorded steps).
+    Eq. for the deviated-reconstruction loss, uniform weights over the recorded steps), ℓ the
+    ``loss`` (cw by default: CE's gradient saturates on a confident defense and λ·L_dev then
+    decides the sign of the step; targeted toward ``targets`` when given).
 
     The paper's segment-wise forwarding–backwarding is the defense's ``checkpoint`` gradient
     mode (same gradient, one state per step kept). Against an undefended ``model`` (no
-    purifier, no states) it is PGD on the cross-entropy.
+    purifier, no states) it is PGD on the loss. ``restarts`` as in ``restarts.py``. The
+    authors' code (DiffHammer's re-implementation) is ``variant="authors-code"`` of the
+    settings (``hammer_authors``).
     """
     y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
-    target = DeviationProbe(model, x, every) if isinstance(model, PurifiedClassifier) else model
-    return pgd(target, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size, eot=eot,
-               random_init=random_init, generator=generator, loss=deviated_loss(weight),
-               progress=progress)
+    objective_fn = deviated_loss(weight, objective(loss, targets is not None))
+
+    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        target = DeviationProbe(model, x, every) if isinstance(model, PurifiedClassifier) \
+            else model
+        return pgd(target, x, labels, eps=eps, norm=norm, steps=steps, step_size=step_size,
+                   eot=eot, random_init=random_init, generator=generator, loss=objective_fn,
+                   progress=progress)
+    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot)
 
 
-class DiffAttackSettings(IterativeAttack):
-    """DiffAttack (Kang et al. 2023): PGD+EOT on CE + λ × the deviated-reconstruction loss."""
+ADVPURE_OPTIONS = {"deviation_weight", "deviation_every", "loss", "targeted", "step_size",
+                   "random_init"}
+
+
+class DiffAttackSettings(IterativeAttack, LossOptions):
+    """DiffAttack (Kang et al. 2023): PGD+EOT on the loss + λ × the deviated-reconstruction
+    loss (advpure), or DiffHammer's re-implementation of it (authors-code)."""
 
     name: Literal["diffattack"] = "diffattack"
     auditable: ClassVar[bool] = True
-    eot: PositiveInt = Field(1, description="EOT copies per gradient")
+    variant: Literal[VARIANTS] = Field("advpure", description="advpure (deviation from the "
+                                       "clean image's path, exact gradient) | authors-code "
+                                       "(Ka1b0/DiffHammer @ 1010822: deviation from the "
+                                       "adversarial image's own noised state, APGD, CW/CE/DLR "
+                                       "restarts, coarse backward)")
+    loss: Literal[LOSS_NAMES] = Field("cw", description="the classification loss: ce | cw "
+                                      "(the margin) | dlr")
+    eot: PositiveInt = Field(1, description="EOT copies per gradient (authors-code: n_eval "
+                             "draws that score each iterate, 10 upstream)")
     deviation_weight: NonNegativeFloat = Field(1.0, description="λ of the deviated-"
                                                "reconstruction loss (0: PGD+EOT)")
     deviation_every: PositiveInt = Field(1, description="the states of every k-th reverse "
                                          "step enter the deviation")
+    hammer_stride: PositiveInt = Field(2, description="authors-code: the backward visits "
+                                       "every k-th state of the chain")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _authors_defaults(cls, data):
+        if isinstance(data, dict) and data.get("variant") == "authors-code":
+            return {**AUTHORS_DEFAULTS, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _variant_options(self):
+        foreign = ADVPURE_OPTIONS if self.variant == "authors-code" else {"hammer_stride"}
+        given = sorted(f for f in foreign if getattr(self, f) != self.default(f))
+        if given:
+            raise ValueError(f"diffattack variant {self.variant!r} takes no option "
+                             f"{', '.join(given)} (options of the other variant)")
+        return self
 
     def run(self, model, x, y, generator):
+        if self.variant == "authors-code":
+            x_adv, _ = diffhammer_authors(model, x, y, eps=self.eps, norm=self.norm,
+                                          steps=self.steps, restarts=self.restarts,
+                                          draws=self.eot, stride=self.hammer_stride,
+                                          generator=generator, em=False, deviation=True)
+            return x_adv
         return diffattack(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                           step_size=self.step_size, eot=self.eot, weight=self.deviation_weight,
                           every=self.deviation_every, random_init=self.random_init,
-                          generator=generator)
+                          generator=generator, loss=self.loss,
+                          targets=self.targets(model, x, y), restarts=self.restarts)
 
     def label_parts(self) -> list[str]:
-        return super().label_parts() + [f"λ={self.deviation_weight:g}"] + (
-            [f"every {self.deviation_every}"] if self.deviation_every > 1 else [])
-
+        if self.variant == "authors-code":
+            return [self.eps_label(), f"{self.steps} steps", f"{self.restarts} restarts",
+                    f"n_eval {self.eot}", f"stride {self.hammer_stride}", "authors' code"]
+        return self.objective_parts() + super().label_parts() + \
+            [f"λ={self.deviation_weight:g}"] + \
+            ([f"every {self.deviation_every}"] if self.deviation_every > 1 else [])

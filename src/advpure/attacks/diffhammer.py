@@ -24,17 +24,21 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
 from torch import nn
 
 from .._checks import check_positive
 from ..defense import PurifiedClassifier
 from ..diffusion import SOLVER_GRADIENTS, PerSampleNoise
-from .base import check_attack_inputs, steps_bar
-from .eot import cross_entropy
-from .pgd import IterativeAttack, _flat_norm, project, random_start
+from .base import VARIANTS, check_attack_inputs, steps_bar
+from .hammer_authors import AUTHORS_DEFAULTS, diffhammer_authors
+from .losses import Loss, cross_entropy, labels_for, objective
+from .losses import failed as attack_success
+from .pgd import IterativeAttack, LossOptions, _flat_norm, project, random_start
+from .restarts import with_restarts
 
 HAMMER_GRADIENTS = ("full", "grafting")
+AUTHORS_OPTIMIZERS = ("apgd", "pgd")
 
 
 def selective_weights(grads: torch.Tensor, em_iters: int = 3,
@@ -52,21 +56,27 @@ def selective_weights(grads: torch.Tensor, em_iters: int = 3,
     return weights
 
 
-def _per_draw(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _repeat(labels: torch.Tensor, draws: int) -> torch.Tensor:
+    return labels.repeat(draws, *([1] * (labels.dim() - 1)))
+
+
+def _per_draw(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int,
+              loss: Loss = cross_entropy) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-draw losses, failures (K×N) and gradients (K×N×…) w.r.t. the input: one batched
-    forward–backward, as EOT's, with the draws kept apart."""
+    forward–backward, as EOT's, with the draws kept apart; ``y``: the objective's labels
+    (N×2 pairs when targeted)."""
     rows = x.detach().repeat(draws, *([1] * (x.dim() - 1))).requires_grad_(True)
     logits = model(rows)
-    losses = cross_entropy(logits, y.repeat(draws))
+    losses = loss(logits, _repeat(y, draws))
     (grad,) = torch.autograd.grad(losses.sum(), rows)
-    failed = logits.argmax(dim=1) != y.repeat(draws)
+    failed = attack_success(logits, _repeat(y, draws))
     shape = (draws, x.shape[0])
     return losses.detach().view(shape), failed.view(shape), grad.view(*shape, *x.shape[1:])
 
 
 def _grafted(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, draws: int,
-             em_iters: int, concentration: float) -> tuple[torch.Tensor, torch.Tensor]:
+             em_iters: int, concentration: float, loss: Loss = cross_entropy
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(failures K×N, the grafted gradient like x): K purifications without a graph, the
     classifier's gradients at their outputs weighted by EM, pulled back through the purifier
     once, along the draw of largest weight (replayed with its noise seed)."""
@@ -77,7 +87,7 @@ def _grafted(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, draws:
         purified = model.purifier(rows, PerSampleNoise.from_seeds(seeds, x.device))
     purified.requires_grad_(True)
     logits = model.classifier(purified)
-    losses = cross_entropy(logits, y.repeat(draws))
+    losses = loss(logits, _repeat(y, draws))
     (out_grad,) = torch.autograd.grad(losses.sum(), purified)
     out_grad = out_grad.view(draws, n, *x.shape[1:])
     weights = selective_weights(out_grad, em_iters, concentration)
@@ -88,7 +98,7 @@ def _grafted(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, draws:
     again = model.purifier(x_in, PerSampleNoise.from_seeds(replay, x.device),
                            gradient=model.gradient)
     (grad,) = torch.autograd.grad(again, x_in, combined)
-    failed = (logits.argmax(dim=1) != y.repeat(draws)).view(draws, n)
+    failed = attack_success(logits, _repeat(y, draws)).view(draws, n)
     return failed, grad
 
 
@@ -96,13 +106,16 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                norm: str = "linf", steps: int = 20, step_size: float | None = None,
                eot: int = 8, em_iters: int = 3, concentration: float = 10.0,
                gradient: str = "full", keep_best: bool = True, random_init: bool = True,
-               generator: torch.Generator | None = None, progress: bool = False
+               generator: torch.Generator | None = None, progress: bool = False,
+               loss: str = "ce", targets: torch.Tensor | None = None, restarts: int = 1
                ) -> torch.Tensor:
-    """DiffHammer's selective attack (see the module doc): ``eot`` = K draws per step, EM-
-    weighted; ``gradient``: ``full`` (every draw differentiated through the defense's mode) or
-    ``grafting`` (one backward through the purifier; needs a solver gradient mode, otherwise
-    the full gradient is used, which then costs no more). Returns the iterate with the most
-    misclassified draws (``keep_best``) or the last one."""
+    """DiffHammer's selective attack, advpure's reading (see the module doc): ``eot`` = K draws
+    per step, EM-weighted; ``gradient``: ``full`` (every draw differentiated through the
+    defense's mode) or ``grafting`` (one backward through the purifier; needs a solver gradient
+    mode, otherwise the full gradient is used, which then costs no more). ``loss`` ce | cw |
+    dlr, targeted toward ``targets`` when given; ``restarts`` as in ``restarts.py``. Returns
+    the iterate with the most misclassified draws (``keep_best``) or the last one. The
+    authors' code is ``hammer_authors.diffhammer_authors``."""
     y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     if gradient not in HAMMER_GRADIENTS:
         raise ValueError(f"diffhammer: expected gradient in {HAMMER_GRADIENTS}, found "
@@ -112,33 +125,50 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     graft = (gradient == "grafting" and isinstance(model, PurifiedClassifier)
              and model.gradient in SOLVER_GRADIENTS and model.ensemble == 1)
-    x = x.detach()
-    x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
-    best, best_failures = x_adv.clone(), torch.full((x.shape[0],), -1, device=x.device)
-    for step in steps_bar(range(steps + 1), progress, f"DiffHammer-{steps} K={eot}"):
-        final = step == steps
-        if graft and not final:
-            failed, direction = _grafted(model, x_adv, y, eot, em_iters, concentration)
-        else:
-            _, failed, grads = _per_draw(model, x_adv, y, eot)
-            weights = selective_weights(grads, em_iters, concentration)
-            direction = (weights.view(*weights.shape, *([1] * (x.dim() - 1))) * grads).sum(0)
-        failures = failed.sum(dim=0)
-        better = failures >= best_failures
-        best[better], best_failures[better] = x_adv[better], failures[better]
-        if final:
-            break
-        step_dir = direction.sign() if norm == "linf" else direction / _flat_norm(direction)
-        x_adv = project(x_adv + alpha * step_dir, x, eps, norm)
-    return (best if keep_best else x_adv).detach()
+    loss_fn = objective(loss, targets is not None)
+
+    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
+        best, best_failures = x_adv.clone(), torch.full((x.shape[0],), -1, device=x.device)
+        for step in steps_bar(range(steps + 1), progress, f"DiffHammer-{steps} K={eot}"):
+            final = step == steps
+            if graft and not final:
+                failed, direction = _grafted(model, x_adv, labels, eot, em_iters,
+                                             concentration, loss_fn)
+            else:
+                _, failed, grads = _per_draw(model, x_adv, labels, eot, loss_fn)
+                weights = selective_weights(grads, em_iters, concentration)
+                direction = (weights.view(*weights.shape, *([1] * (x.dim() - 1)))
+                             * grads).sum(0)
+            failures = failed.sum(dim=0)
+            better = failures >= best_failures
+            best[better], best_failures[better] = x_adv[better], failures[better]
+            if final:
+                break
+            step_dir = direction.sign() if norm == "linf" else direction / _flat_norm(direction)
+            x_adv = project(x_adv + alpha * step_dir, x, eps, norm)
+        return (best if keep_best else x_adv).detach()
+    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot)
 
 
-class DiffHammerSettings(IterativeAttack):
-    """DiffHammer (Wang et al. 2024): EM-weighted EOT, gradient grafting, N-evaluation."""
+AUTHORS_OPTIONS = {"hammer_stride", "optimizer"}        # the authors-code variant's own
+ADVPURE_OPTIONS = {"em_iters", "concentration", "hammer_gradient", "keep_best", "loss",
+                   "targeted", "step_size", "random_init"}
+
+
+class DiffHammerSettings(IterativeAttack, LossOptions):
+    """DiffHammer (Wang et al. 2024): EM-weighted EOT, gradient grafting, N-evaluation; advpure's
+    reading or the authors' code (``variant``)."""
 
     name: Literal["diffhammer"] = "diffhammer"
     auditable: ClassVar[bool] = True
-    eot: PositiveInt = Field(8, description="K purification draws per step (EM-weighted)")
+    variant: Literal[VARIANTS] = Field("advpure", description="advpure (EM over gradient "
+                                       "cosines, exact replay) | authors-code (Ka1b0/DiffHammer "
+                                       "@ 1010822: selection, sigmoid weights, APGD, CW/CE/DLR "
+                                       "restarts, coarse grafted backward)")
+    eot: PositiveInt = Field(8, description="K purification draws per step (EM-weighted; "
+                             "authors-code: n_eval, 10 upstream)")
     em_iters: NonNegativeInt = Field(3, description="EM iterations of the draw weights (0: "
                                      "uniform, PGD+EOT)")
     concentration: NonNegativeFloat = Field(10.0, description="κ of the E-step softmax over "
@@ -148,14 +178,49 @@ class DiffHammerSettings(IterativeAttack):
                                                        "purifier per step)")
     keep_best: bool = Field(True, description="return the iterate with the most misclassified "
                             "draws (N-evaluation); off: the last iterate")
+    hammer_stride: PositiveInt = Field(2, description="authors-code: the grafted backward "
+                                       "visits every k-th state of the chain (upstream: the "
+                                       "attack's 20 levels per step over the defense's 10)")
+    optimizer: Literal[AUTHORS_OPTIMIZERS] = Field("apgd", description="authors-code: apgd "
+                                                   "(step 2ε, momentum 0.75) | pgd (step "
+                                                   "0.007)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _authors_defaults(cls, data):
+        """The authors-code variant's budgets default to upstream's (config.py)."""
+        if isinstance(data, dict) and data.get("variant") == "authors-code":
+            return {**AUTHORS_DEFAULTS, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _variant_options(self):
+        foreign = ADVPURE_OPTIONS if self.variant == "authors-code" else AUTHORS_OPTIONS
+        given = sorted(f for f in foreign if getattr(self, f) != self.default(f))
+        if given:
+            raise ValueError(f"diffhammer variant {self.variant!r} takes no option "
+                             f"{', '.join(given)} (options of the other variant)")
+        return self
 
     def run(self, model, x, y, generator):
+        if self.variant == "authors-code":
+            x_adv, _ = diffhammer_authors(model, x, y, eps=self.eps, norm=self.norm,
+                                          steps=self.steps, restarts=self.restarts,
+                                          draws=self.eot, stride=self.hammer_stride,
+                                          optimizer=self.optimizer, generator=generator)
+            return x_adv
         return diffhammer(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                           step_size=self.step_size, eot=self.eot, em_iters=self.em_iters,
                           concentration=self.concentration, gradient=self.hammer_gradient,
                           keep_best=self.keep_best, random_init=self.random_init,
-                          generator=generator)
+                          generator=generator, loss=self.loss,
+                          targets=self.targets(model, x, y), restarts=self.restarts)
 
     def label_parts(self) -> list[str]:
-        parts = super().label_parts() + [f"EM {self.em_iters}", self.hammer_gradient]
+        if self.variant == "authors-code":
+            return [self.eps_label(), f"{self.steps} steps", f"{self.restarts} restarts",
+                    f"n_eval {self.eot}", self.optimizer, f"stride {self.hammer_stride}",
+                    "authors' code"]
+        parts = self.objective_parts() + super().label_parts() + [f"EM {self.em_iters}",
+                                                                  self.hammer_gradient]
         return parts + ([] if self.keep_best else ["last iterate"])

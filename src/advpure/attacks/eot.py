@@ -4,14 +4,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.nn import functional as F
+
+from .losses import Loss, cross_entropy
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (outputs, targets) -> per sample
-
-
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels, reduction="none")
 
 
 def eot_loss_and_grad(model: Model, x: torch.Tensor, y: torch.Tensor, eot: int,

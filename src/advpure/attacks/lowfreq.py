@@ -30,9 +30,11 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch.nn import functional as F
 
 from .._checks import check_positive
-from .base import NormBallAttack, check_attack_inputs, steps_bar
+from .base import check_attack_inputs, steps_bar
 from .diffhammer import _per_draw
-from .pgd import _flat_norm, project
+from .losses import labels_for, objective
+from .pgd import LossOptions, _flat_norm, project
+from .restarts import with_restarts
 
 
 def bilateral_filter(x: torch.Tensor, logits: torch.Tensor, range_sigma: float) -> torch.Tensor:
@@ -60,16 +62,29 @@ def low_frequency(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: 
                   steps: int = 20, eot: int = 4, kernel: int = 3, coarse: int = 2,
                   range_sigma: float = 0.1, step_size: float | None = None,
                   filter_step: float = 0.5, generator: torch.Generator | None = None,
-                  progress: bool = False) -> torch.Tensor:
-    """The LF attack (see the module doc); ``generator`` is unused (the start is the filtered
-    clean image: the filter starts as a small Gaussian blur, δ at 0)."""
+                  progress: bool = False, loss: str = "ce",
+                  targets: torch.Tensor | None = None, restarts: int = 1) -> torch.Tensor:
+    """The LF attack (see the module doc) on ``loss`` (ce | cw | dlr, targeted toward
+    ``targets`` when given); ``generator`` is unused (the start is the filtered clean image:
+    the filter starts as a small Gaussian blur, δ at 0), so ``restarts`` repeat the same
+    start with the defense's fresh draws."""
     y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     if kernel % 2 == 0 or coarse < 1:
         raise ValueError(f"lf: expected an odd kernel and coarse >= 1, found kernel={kernel}, "
                          f"coarse={coarse}")
     alpha = check_positive(step_size if step_size is not None else 2.5 * eps / steps,
                            "step_size")
-    x = x.detach()
+    loss_fn = objective(loss, targets is not None)
+
+    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return _lf_run(model, x.detach(), labels, loss_fn, eps, norm, steps, eot, kernel,
+                       coarse, range_sigma, alpha, filter_step, progress)
+    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot)
+
+
+def _lf_run(model, x, y, loss_fn, eps, norm, steps, eot, kernel, coarse, range_sigma, alpha,
+            filter_step, progress) -> torch.Tensor:
+    """One LF run from the filtered clean image; ``y``: the objective's labels."""
     logits = gaussian_logits(x, kernel, sigma=0.5).requires_grad_(True)
     size = (math.ceil(x.shape[2] / coarse), math.ceil(x.shape[3] / coarse))
     delta = torch.zeros(x.shape[0], x.shape[1], *size, dtype=x.dtype,
@@ -83,7 +98,7 @@ def low_frequency(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: 
     best_failures = torch.full((x.shape[0],), -1, device=x.device)
     for step in steps_bar(range(steps + 1), progress, f"LF-{steps} EOT-{eot}"):
         x_adv = candidate()
-        _, failed, grads = _per_draw(model, x_adv, y, eot)
+        _, failed, grads = _per_draw(model, x_adv, y, eot, loss_fn)
         failures = failed.sum(dim=0)
         better = failures >= best_failures
         best[better], best_failures[better] = x_adv.detach()[better], failures[better]
@@ -96,7 +111,7 @@ def low_frequency(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: 
     return best
 
 
-class LowFrequencySettings(NormBallAttack):
+class LowFrequencySettings(LossOptions):
     """DiffBreak's low-frequency attack: a learned bilateral filter + a coarse perturbation."""
 
     name: Literal["lf"] = "lf"
@@ -115,8 +130,10 @@ class LowFrequencySettings(NormBallAttack):
         return low_frequency(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                              eot=self.eot, kernel=self.kernel, coarse=self.coarse,
                              range_sigma=self.range_sigma, step_size=self.step_size,
-                             filter_step=self.filter_step, generator=generator)
+                             filter_step=self.filter_step, generator=generator,
+                             loss=self.loss, targets=self.targets(model, x, y),
+                             restarts=self.restarts)
 
     def label_parts(self) -> list[str]:
-        return [self.eps_label(), f"{self.steps} steps", f"EOT {self.eot}",
+        return self.objective_parts() + [self.eps_label(), f"{self.steps} steps", f"EOT {self.eot}",
                 f"{self.kernel}×{self.kernel} filter", f"1/{self.coarse} grid"]

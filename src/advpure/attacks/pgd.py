@@ -9,7 +9,9 @@ from tqdm.auto import tqdm
 
 from .._checks import check_positive
 from .base import NormBallAttack, check_attack_inputs
-from .eot import Loss, Model, cross_entropy, eot_loss_and_grad
+from .eot import Model, eot_loss_and_grad
+from .losses import LOSS_NAMES, Loss, labels_for, objective, runner_up
+from .restarts import with_restarts
 
 
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:
@@ -41,32 +43,65 @@ def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
 def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
         steps: int = 20, step_size: float | None = None, eot: int = 1,
         random_init: bool = True, generator: torch.Generator | None = None,
-        progress: bool = False, loss: Loss | None = None) -> torch.Tensor:
-    """Maximize the EOT cross-entropy of ``model`` within the ε-ball; returns the last iterate.
+        progress: bool = False, loss: str | Loss = "ce", targets: torch.Tensor | None = None,
+        restarts: int = 1) -> torch.Tensor:
+    """Maximize the EOT ``loss`` of ``model`` within the ε-ball; returns the last iterate.
 
-    ``loss(outputs, targets)``: another per-sample objective, with ``y`` its targets (e.g. the
-    diffusion-only attack's squared error to the clean images); labels are checked only for
-    the default cross-entropy.
+    ``loss``: ce | cw | dlr (``losses.py``), targeted toward ``targets`` when they are given;
+    or another per-sample objective ``loss(outputs, y)`` with ``y`` its targets (e.g. the
+    diffusion-only attack's squared error to the clean images; labels are not checked then).
     ℓ∞ steps along sign(∇), ℓ2 along ∇/‖∇‖₂; each step is projected back onto the ball ∩ [0, 1].
     ``step_size`` defaults to 2.5·ε/steps. ``generator`` drives the random start only; a
     stochastic ``model`` (a PurifiedClassifier) draws its own noise on every call.
+    ``restarts`` > 1 runs again from new random starts on the images not yet broken
+    (``restarts.py``).
     """
-    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps, labels=loss is None)
+    named = isinstance(loss, str)
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps, labels=named)
     if not isinstance(steps, int) or steps < 1 or not isinstance(eot, int) or eot < 1:
         raise ValueError(f"pgd: expected integer steps >= 1 and eot >= 1, found {steps!r}, {eot!r}")
     alpha = check_positive(step_size if step_size is not None else 2.5 * eps / steps, "step_size")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    objective_fn = objective(loss, targets is not None) if named else loss
     x = x.detach()
-    x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
-    for _ in tqdm(range(steps), desc=f"PGD-{steps} EOT-{eot}", disable=not progress, leave=False):
-        _, grad = eot_loss_and_grad(model, x_adv, y, eot, loss or cross_entropy)
-        direction = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
-        x_adv = project(x_adv + alpha * direction, x, eps, norm)
-    return x_adv.detach()
+
+    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
+        for _ in tqdm(range(steps), desc=f"PGD-{steps} EOT-{eot}", disable=not progress,
+                      leave=False):
+            _, grad = eot_loss_and_grad(model, x_adv, labels, eot, objective_fn)
+            direction = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
+            x_adv = project(x_adv + alpha * direction, x, eps, norm)
+        return x_adv.detach()
+    labels = labels_for(y, targets) if named else y
+    if restarts == 1:
+        return once(x, labels)
+    return with_restarts(once, model, x, labels, restarts, eot)
+
+
+class LossOptions(NormBallAttack):
+    """The objective of a gradient attack: its loss, targeted or not, and restarts."""
+
+    loss: Literal[LOSS_NAMES] = Field("ce", description="the loss climbed: ce | cw (the "
+                                      "margin) | dlr (Croce & Hein Eq. 5)")
+    targeted: bool = Field(False, description="push toward the runner-up class of one "
+                           "prediction on the clean image (APGD-T's first target)")
+    restarts: PositiveInt = Field(1, description="runs from new random starts on the images "
+                                  "not yet broken (each keeps its best run)")
+
+    def targets(self, model, x, y) -> torch.Tensor | None:
+        """The target labels of a targeted run (None: untargeted)."""
+        return runner_up(model, x, y) if self.targeted else None
+
+    def objective_parts(self) -> list[str]:
+        """'cw', 'targeted', '3 restarts' where they differ from CE, untargeted, one run."""
+        parts = [self.loss] if self.loss != "ce" else []
+        parts += ["targeted"] if self.targeted else []
+        return parts + ([f"{self.restarts} restarts"] if self.restarts > 1 else [])
 
 
 class IterativeAttack(NormBallAttack):
-    """Options of the PGD family (pgd, bpda, transfer, diffusion-only)."""
+    """Options of the PGD family (pgd, bpda, transfer, diffusion-only, the breakers)."""
 
     steps: PositiveInt = Field(20, description="attack iterations")
     step_size: PositiveFloat | None = Field(None, description="PGD step (None: 2.5·eps/steps)")
@@ -81,7 +116,7 @@ class IterativeAttack(NormBallAttack):
         return parts + ([] if self.random_init else ["no random start"])
 
 
-class PGDSettings(IterativeAttack):
+class PGDSettings(IterativeAttack, LossOptions):
     """PGD+EOT through the defense's gradient mode (Madry et al. 2018; Athalye et al. 2018)."""
 
     name: Literal["pgd"] = "pgd"
@@ -91,4 +126,8 @@ class PGDSettings(IterativeAttack):
     def run(self, model, x, y, generator):
         return pgd(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                    step_size=self.step_size, eot=self.eot, random_init=self.random_init,
-                   generator=generator)
+                   generator=generator, loss=self.loss, targets=self.targets(model, x, y),
+                   restarts=self.restarts)
+
+    def label_parts(self) -> list[str]:
+        return self.objective_parts() + super().label_parts()

@@ -11,6 +11,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from .._checks import check_positive
 from .base import AttackSettings, check_attack_inputs, steps_bar
 from .eot import Model
+from .losses import cw_margin
 
 DEFAULT_FLOW_BOUND = 0.05       # every flow component within 0.05 (normalised coordinates)
 DEFAULT_LR = 0.01
@@ -25,13 +26,6 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
                             indexing="ij")
     grid = torch.stack([xs, ys], dim=-1).expand(n, h, w, 2) + flow.permute(0, 2, 3, 1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def cw_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """max_{i≠y} z_i − z_y per sample (Carlini & Wagner's loss, unclamped)."""
-    true = logits.gather(1, labels[:, None])[:, 0]
-    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf"))
-    return others.max(dim=1).values - true
 
 
 def stadv(model: Model, x: torch.Tensor, y: torch.Tensor, *, bound: float = DEFAULT_FLOW_BOUND,

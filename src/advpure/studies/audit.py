@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .. import data
-from ..attacks.stadv import cw_margin
+from ..attacks.losses import cw_margin
 from ..evaluation.config import AttackConfig, EvalConfig
 from ..evaluation.experiment import Defense, evaluation_subsets
 from ..data.profiles import default_eps

@@ -1,0 +1,383 @@
+"""DiffHammer as its authors' code runs it (Ka1b0/DiffHammer at commit ``AUTHORS_COMMIT``:
+``attacker.py``, ``config.py``, ``defense/diffpure.py``): the ``authors-code`` variant.
+
+Per restart r (``restarts``, default 3) the loss is CW, CE, DLR in turn (DLR's floor 1e-3), and
+``steps`` iterations run (50 upstream). Restart r > 0 re-runs the images whose best mean
+failure rate is still ≤ ``RESTART_THRESHOLD`` (upstream loads them hardest first; the order
+only shapes its batches). One run, on a batch:
+
+1. Start uniformly in the ε-box around x (also for ℓ2, unprojected) and evaluate the *clean*
+   image on K = ``draws`` purification draws (n_eval = 10), each giving the loss and the
+   classifier's gradient at the purified image ('bpda').
+2. Choose the draw by ``select_draws`` (attacker.py 62-68: Σ_i ELU(ℓ_i + ε⟨u(g_j), g_i⟩), top
+   n_eot = 1) and weight the draws by ``em_gradient`` (70-86: w_i = sigmoid(λ(ℓ_i +
+   ⟨u(g_sel), g_i⟩)), λ = 5). Its EM loop recomputes the same w ``em_steps`` times and never
+   assigns the result back, so it is one weighting around the selected draw's gradient: that is
+   what runs here, without the loop.
+3. Graft the weighted gradient onto one replay of the selected draw: its forward noise is the
+   selected draw's, its reverse noise that of the draw selected for the batch's last image
+   (the replay seeds every image, then draws the reverse noise after the last seed), and the
+   backward runs a coarser DDPM chain over the replay's states (``stride``: the attack's 20
+   levels per step over the defense's 10), x ← c_x·x + c_ε·Jᵀ (defense/diffpure.py 103-151).
+4. Average with the previous step's gradient, g ← v·g + (1 − v)·g_prev, v = (it + 1)^(−α),
+   α = ``EM_ALPHA``, then step: APGD (step 2ε per image, momentum 0.75 toward the *start*
+   point, which the code never moves; at the checkpoints int(p·steps) halve the step where
+   the per-iterate worst-draw loss rose in fewer than 75 % of the steps or stalled, and go back
+   to the kept iterate) or PGD (step 0.007).
+5. Evaluate the new iterate on K fresh draws as in 1; stop early once every draw of every
+   image fails. The kept iterate (``x_adv_best``) is updated where the maximum over iterates
+   of the mean loss over draws rose (and the image's any-draw failure did not fall), or where
+   some draw failed for the first time.
+
+N-evaluation upstream (``AuthorsHistory``): an image is broken if any draw of any iterate
+failed ("Wor"), and "Avg" is the maximum over iterates of its fraction of failed draws, both
+on the attack's own draws (no fresh ones). A restart overwrites the kept image of the images it
+re-ran with its own ``x_adv_best``, which is its random start where the restart improved
+nothing (upstream keeps its numbers in the log, so its metrics are not affected; a fresh-draw
+evaluation of the returned image is).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch.nn import functional as F
+
+from ..defense import PurifiedClassifier
+from ..diffusion import PerSampleNoise
+from .losses import cross_entropy, cw_margin, dlr_loss
+from .pgd import project
+
+AUTHORS_COMMIT = "1010822129f2f2e5e882179b49fc60259c66a259"
+LOSS_CYCLE = ("cw", "ce", "dlr")           # config.py: LOSS_NAMES, one per restart
+AUTHORS_LOSSES = {"cw": cw_margin, "ce": cross_entropy, "dlr": partial(dlr_loss, floor=1e-3)}
+EM_LAMBDA, EM_ALPHA = 5.0, 0.5             # config.py: EM_LAM, EM_ALPHA
+RESTART_THRESHOLD = 0.5                    # config.py: RESTART_THR
+PGD_STEP = 0.007                           # config.py: PGD_STEP_SIZE
+APGD_MARKS = (0, 0.22, 0.41, 0.57, 0.7, 0.8, 0.87, 0.93)   # attacker.py 301-302
+APGD_RHO, APGD_MOMENTUM = 0.75, 0.75
+AUTHORS_DEFAULTS = {"steps": 50, "restarts": 3, "eot": 10}   # N_ITERS, N_RESTART, N_EVAL
+
+
+def _unit(g: torch.Tensor, norm: str) -> torch.Tensor:
+    """sign(g) (ℓ∞) or g/‖g‖₂ over the last dimension (attacker.py ``unit``)."""
+    return g.sign() if norm == "linf" else g / g.norm(dim=-1, keepdim=True)
+
+
+def select_draws(grads: torch.Tensor, losses: torch.Tensor, eps: float, norm: str = "linf",
+                 n_select: int = 1) -> torch.Tensor:
+    """The draws to attack (attacker.py 62-68): for K draws with flat gradients ``grads``
+    K×N×d and losses K×N, the n_select draws j of largest Σ_i ELU(ℓ_i + ε⟨u(g_j), g_i⟩), the
+    expected loss of all draws after a step along draw j. Returns n_select×N indices."""
+    delta = torch.einsum("jnd,ind->jin", _unit(grads, norm), grads)       # [j, i, n]
+    expected = F.elu(losses.unsqueeze(0) + eps * delta).sum(dim=1)        # [j, n]
+    return expected.topk(k=n_select, dim=0).indices
+
+
+def em_gradient(grads: torch.Tensor, losses: torch.Tensor, eps: float, norm: str = "linf",
+                n_select: int = 1, lam: float = EM_LAMBDA
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted gradient of the selected draws (attacker.py 70-86): w_i = sigmoid(λ(ℓ_i +
+    ⟨u(g_s), g_i⟩)) around the first selected draw s, times softmax over the selected draws k
+    of cos(g_i, g_k), times n_select; r_k = Σ_i w_ki g_i / Σ_i w_ki. Returns (r n_select×N×d,
+    the selected indices n_select×N)."""
+    chosen = select_draws(grads, losses, eps, norm, n_select)
+    images = torch.arange(grads.shape[1], device=grads.device)
+    first = grads[chosen[0], images]                                      # N×d
+    w = torch.sigmoid(lam * (losses + (_unit(first, norm) * grads).sum(-1)))  # K×N
+    selected = grads[chosen, images]                                      # n_select×N×d
+    cosine = F.cosine_similarity(grads.unsqueeze(1), selected.unsqueeze(0), dim=-1)  # K×s×N
+    weight = n_select * torch.softmax(cosine, dim=1).transpose(0, 1) * w.unsqueeze(0)
+    r = (weight.unsqueeze(-1) * grads.unsqueeze(0)).sum(1) / weight.sum(1).unsqueeze(-1)
+    return r, chosen
+
+
+@dataclass
+class AuthorsHistory:
+    """The upstream N-evaluation log of each image, across restarts (attacker.py 117-141)."""
+
+    any_failed: torch.Tensor        # bool: some draw of some iterate failed ("Wor")
+    mean_failed: torch.Tensor       # max over iterates of the fraction of failed draws ("Avg")
+    mean_loss: torch.Tensor         # max over iterates of the mean loss over draws
+
+    @classmethod
+    def empty(cls, n: int, device) -> AuthorsHistory:
+        zeros = torch.zeros(n, device=device)
+        return cls(zeros.bool(), zeros.clone(), zeros.clone())
+
+    def update(self, index: torch.Tensor, losses: torch.Tensor, failed: torch.Tensor
+               ) -> torch.Tensor:
+        """Fold a run's history (T×K×n losses and failures of the images ``index``) into the
+        log; returns the images whose kept iterate becomes the current one."""
+        mean_loss = losses.mean(1).max(0).values
+        mean_failed = failed.float().mean(1).max(0).values
+        any_failed = failed.flatten(0, 1).any(0)
+        logged = self.mean_loss[index]
+        rises = (logged == 0) | (mean_loss > logged)        # upstream: an empty log holds 0
+        best = rises & (any_failed >= self.any_failed[index])
+        first_failure = any_failed & ~self.any_failed[index]
+        self.mean_loss[index] = torch.where(rises, mean_loss, logged)
+        self.mean_failed[index] = torch.maximum(self.mean_failed[index], mean_failed)
+        self.any_failed[index] |= any_failed
+        return best | first_failure
+
+
+@dataclass
+class Draws:
+    """K purification draws of one iterate: their seeds (K×N), losses, failures and the
+    classifier's gradients at the purified images (K×N×d)."""
+
+    seeds: list[list[int]]
+    losses: torch.Tensor
+    failed: torch.Tensor
+    grads: torch.Tensor
+
+
+def evaluate_draws(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, loss_fn,
+                   draws: int) -> Draws:
+    """K draws of ``model`` at x with the 'bpda' gradient (attacker.py 187-199, 257-269)."""
+    n = x.shape[0]
+    seeds = PerSampleNoise.draw_seeds(model.generator, draws * n)
+    with torch.no_grad():
+        purified = model.purifier(x.repeat(draws, 1, 1, 1),
+                                  PerSampleNoise.from_seeds(seeds, x.device))
+    purified.requires_grad_(True)
+    logits = model.classifier(purified)
+    losses = loss_fn(logits, y.repeat(draws))
+    (grads,) = torch.autograd.grad(losses.sum(), purified)
+    failed = logits.argmax(1) != y.repeat(draws)
+    return Draws([seeds[k * n:(k + 1) * n] for k in range(draws)], losses.detach().view(draws, n),
+                 failed.view(draws, n), grads.view(draws, n, -1))
+
+
+class ReplayNoise:
+    """The grafted replay's noise (see the module doc, 3.): the first draw (the forward
+    noising) from ``forward``, every later one from ``reverse`` after its own first draw;
+    ``first`` keeps the forward draw (DiffAttack's reference needs it)."""
+
+    def __init__(self, forward: PerSampleNoise, reverse: PerSampleNoise):
+        self.forward, self.reverse, self.first = forward, reverse, None
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        if self.first is None:
+            self.reverse.randn_like(x)                  # the reverse stream's forward draw
+            self.first = self.forward.randn_like(x)
+            return self.first
+        return self.reverse.randn_like(x)
+
+
+def replay_noise(draws: Draws, chosen: torch.Tensor, device) -> ReplayNoise:
+    """Image i replays the forward noise of its selected draw and the reverse noise of the
+    draw selected for the last image."""
+    last = int(chosen[-1])
+    forward = [draws.seeds[int(k)][i] for i, k in enumerate(chosen)]
+    reverse = [draws.seeds[last][i] for i in range(len(chosen))]
+    return ReplayNoise(PerSampleNoise.from_seeds(forward, device),
+                       PerSampleNoise.from_seeds(reverse, device))
+
+
+def fresh_noise(generator: torch.Generator, n: int, device) -> ReplayNoise:
+    """One fresh draw replayed exactly (the attack without EM: ``next(seeder)``)."""
+    seeds = PerSampleNoise.draw_seeds(generator, n)
+    return ReplayNoise(PerSampleNoise.from_seeds(seeds, device),
+                       PerSampleNoise.from_seeds(seeds, device))
+
+
+@dataclass
+class Chain:
+    """One purification without a graph: (t, x_t) of every eps-model call in order, the
+    output in [−1, 1], and the forward noise ε."""
+
+    states: list[tuple[torch.Tensor, torch.Tensor]]
+    output: torch.Tensor
+    noise: torch.Tensor
+
+
+def run_chain(purifier, x: torch.Tensor, noise: ReplayNoise) -> Chain:
+    calls = []
+    hook = purifier.model.register_forward_hook(
+        lambda module, args, out: calls.append((args[1].detach(), args[0].detach())))
+    try:
+        with torch.no_grad():
+            output = purifier(x, noise)
+    finally:
+        hook.remove()
+    return Chain(calls, 2 * output - 1, noise.first)
+
+
+def ddpm_coefficients(a: torch.Tensor, a_next: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """c_x, c_ε of x_j = c_x x_i + c_ε ε(x_i) + c_z z (η = 1; defense/diffpure.py 35-40)."""
+    c_noise2 = (1 - a / a_next) * (1 - a_next) / (1 - a)
+    c_x = (a_next / a).sqrt()
+    return c_x, (1 - a_next - c_noise2).sqrt() - c_x * (1 - a).sqrt()
+
+
+def coarse_pullback(purifier, chain: Chain, g: torch.Tensor, stride: int,
+                    deviation: bool = False) -> torch.Tensor:
+    """The authors' grafted backward (defense/diffpure.py 103-151): the gradient ``g`` at the
+    purified image (in [0, 1]) pulled back along every ``stride``-th state of the chain, each
+    a DDPM step x_j = c_x x_i + c_ε ε(x_i, i) (η = 1, noise term dropped), then through the
+    forward noising (×√ᾱ(t*)); the Jacobian products clamped to ±1e7 as upstream.
+
+    ``deviation`` (DiffAttack, defense/diffpure.py 67-71, 130-131, 146): the gradient of
+    L_dev = Σ_j ½ᾱ_j ‖x_j − (√ᾱ_j x_T + √(1−ᾱ_j) ε)‖² / (S·d) over the S states x_j after the
+    coarse steps (x_0 included), x_T the noised input and ε its noise, enters each state's
+    gradient and, through the reference, the input's (not scaled by √ᾱ_T, as upstream)."""
+    alpha_bar = purifier.schedule.alpha_bar
+    coarse = chain.states[::stride]
+    levels = [alpha_bar(t[:1]).to(g) for t, _ in coarse] + [torch.ones(1).to(g)]
+    after = [state for _, state in coarse[1:]] + [chain.output]
+    x_start, scale = coarse[0][1], len(coarse) * g[0].numel()
+    g, pulled_by_reference = g / 2.0, torch.zeros_like(g)             # d/d(x in [−1, 1])
+    for k in reversed(range(len(coarse))):
+        if deviation:
+            a_j = levels[k + 1]
+            diff = a_j * (after[k] - (a_j.sqrt() * x_start + (1 - a_j).sqrt() * chain.noise))
+            g = g + diff / scale
+            pulled_by_reference += a_j.sqrt() * diff / scale
+        c_x, c_e = ddpm_coefficients(levels[k], levels[k + 1])
+        t, x_k = coarse[k]
+        x_in = x_k.requires_grad_(True)
+        with torch.enable_grad():
+            (jacobian_g,) = torch.autograd.grad(purifier.model(x_in, t), x_in, g)
+        g = c_x * g + c_e * jacobian_g.clamp(-1e7, 1e7)
+    g = g * levels[0].sqrt() - pulled_by_reference
+    return (g * 2.0).clamp(-1e7, 1e7)
+
+
+def grafted_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, draws: Draws,
+                     weighted: torch.Tensor, chosen: torch.Tensor, stride: int,
+                     deviation: bool = False) -> torch.Tensor:
+    """The mean over the selected draws of the weighted gradient grafted onto their replays
+    (attacker.py 244-251 with ``gradient(..., g0)``)."""
+    total = torch.zeros_like(x_adv)
+    for r, picks in zip(weighted, chosen):
+        chain = run_chain(model.purifier, x_adv, replay_noise(draws, picks, x_adv.device))
+        total += coarse_pullback(model.purifier, chain, r.view_as(x_adv), stride, deviation)
+    return total / len(chosen)
+
+
+def fresh_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, y: torch.Tensor, loss_fn,
+                   stride: int, deviation: bool, generator: torch.Generator) -> torch.Tensor:
+    """The attack without EM (n_eot = 1): a fresh draw, the classifier's own gradient at its
+    output pulled back along the coarse chain (``gradient(..., g0=None)``)."""
+    chain = run_chain(model.purifier, x_adv,
+                      fresh_noise(generator, x_adv.shape[0], x_adv.device))
+    purified = ((chain.output + 1) / 2).requires_grad_(True)
+    (g,) = torch.autograd.grad(loss_fn(model.classifier(purified), y).sum(), purified)
+    return coarse_pullback(model.purifier, chain, g, stride, deviation)
+
+
+@dataclass
+class Stepper:
+    """The authors' update rules (attacker.py 293-369): APGD or PGD on one batch."""
+
+    x: torch.Tensor
+    eps: float
+    norm: str
+    steps: int
+    optimizer: str
+    start: torch.Tensor
+    step: torch.Tensor = None
+    step_last: torch.Tensor = None
+
+    def __post_init__(self):
+        size = 2.0 * self.eps if self.optimizer == "apgd" else PGD_STEP
+        self.step = torch.full((self.x.shape[0], 1, 1, 1), size, dtype=self.x.dtype,
+                               device=self.x.device)
+        self.step_last = self.step.clone()
+        self.marks = sorted({int(p * self.steps) for p in APGD_MARKS})
+
+    def _direction(self, g: torch.Tensor) -> torch.Tensor:
+        return g.sign() if self.norm == "linf" else \
+            g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+    def update(self, x_adv: torch.Tensor, grad: torch.Tensor, it: int) -> torch.Tensor:
+        z = project(x_adv + self.step * self._direction(grad), self.x, self.eps, self.norm)
+        if self.optimizer == "pgd":
+            return z
+        a = APGD_MOMENTUM if it else 1.0
+        moved = x_adv + a * (z - x_adv) + (1 - a) * (x_adv - self.start)
+        return project(moved, self.x, self.eps, self.norm)
+
+    def checkpoint(self, it: int, worst_loss: torch.Tensor) -> bool:
+        """At a checkpoint (it + 1 a mark) halve the step where the per-iterate worst-draw
+        loss ``worst_loss`` (T×N, row 0 the clean evaluation) rose too rarely or stalled;
+        True: go back to the kept iterate (every image, as upstream)."""
+        if self.optimizer != "apgd" or it + 1 not in self.marks[1:]:
+            return False
+        last = self.marks[self.marks.index(it + 1) - 1]
+        rose = (worst_loss[last + 1:it + 2] > worst_loss[last:it + 1]).sum(0)
+        few = rose < APGD_RHO * (it + 1 - last)
+        stalled = (self.step == self.step_last).view(-1) & (worst_loss[it + 1] == worst_loss[last])
+        self.step_last = self.step.clone()
+        self.step = torch.where((few | stalled).view(-1, 1, 1, 1), self.step / 2, self.step)
+        return True
+
+
+def authors_run(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, loss: str,
+                index: torch.Tensor, history: AuthorsHistory, *, eps: float, norm: str,
+                steps: int, draws: int, n_select: int, stride: int, optimizer: str,
+                generator: torch.Generator, em: bool = True, deviation: bool = False
+                ) -> torch.Tensor:
+    """One restart on one batch (attacker.py 172-212, ``perturb``); returns its x_adv_best.
+    ``em`` off: a fresh draw's own gradient per step, no averaging (DiffAttack, PGD/APGD)."""
+    loss_fn = AUTHORS_LOSSES[loss]
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    x_adv = (x + eps * (2 * u - 1)).clamp(0, 1)
+    best = x_adv.clone()
+    seen = evaluate_draws(model, x, y, loss_fn, draws)
+    losses, failed = [seen.losses], [seen.failed]
+    weighted, chosen = em_gradient(seen.grads, seen.losses, eps, norm, n_select)
+    stepper, previous = Stepper(x, eps, norm, steps, optimizer, x_adv.clone()), None
+    for it in range(steps):
+        if bool(failed[-1].all()):
+            break                                           # early stop: every draw fails
+        if not em:
+            grad = fresh_gradient(model, x_adv, y, loss_fn, stride, deviation, generator)
+        else:
+            grad = grafted_gradient(model, x_adv, seen, weighted, chosen, stride, deviation)
+        if em and previous is not None:
+            v = (it + 1) ** -EM_ALPHA
+            grad = v * grad + (1 - v) * previous
+        x_adv = stepper.update(x_adv, grad, it)
+        seen = evaluate_draws(model, x_adv, y, loss_fn, draws)
+        losses.append(seen.losses)
+        failed.append(seen.failed)
+        kept = history.update(index, torch.stack(losses), torch.stack(failed))
+        best[kept] = x_adv[kept]
+        weighted, chosen = em_gradient(seen.grads, seen.losses, eps, norm, n_select)
+        previous = grad
+        if stepper.checkpoint(it, torch.stack(losses).max(1).values):
+            x_adv = best.clone()
+    history.update(index, torch.stack(losses), torch.stack(failed))
+    return best
+
+
+def diffhammer_authors(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, *,
+                       eps: float, norm: str = "linf", steps: int = 50, restarts: int = 3,
+                       draws: int = 10, n_select: int = 1, stride: int = 2,
+                       optimizer: str = "apgd", generator: torch.Generator | None = None,
+                       em: bool = True, deviation: bool = False, progress: bool = False
+                       ) -> tuple[torch.Tensor, AuthorsHistory]:
+    """DiffHammer as the authors' code runs it (the module doc); returns the kept images and
+    the upstream N-evaluation log (``AuthorsHistory``). ``em`` off and ``deviation`` on is
+    their DiffAttack (``DIFF_ATTACK True``, ``EM False``)."""
+    if not isinstance(model, PurifiedClassifier) or not hasattr(model.purifier, "schedule"):
+        raise ValueError("variant 'authors-code': expected a purified classifier "
+                         "whose purifier runs a diffusion chain (diffpure, gdmp); its grafted "
+                         "backward replays that chain")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    history = AuthorsHistory.empty(x.shape[0], x.device)
+    x_adv = x.clone()
+    for restart in range(restarts):
+        index = torch.arange(x.shape[0], device=x.device) if restart == 0 else \
+            (history.mean_failed <= RESTART_THRESHOLD).nonzero()[:, 0]
+        if len(index) == 0:
+            break
+        x_adv[index] = authors_run(
+            model, x[index], y[index], LOSS_CYCLE[restart % len(LOSS_CYCLE)], index, history,
+            eps=eps, norm=norm, steps=steps, draws=draws, n_select=n_select, stride=stride,
+            optimizer=optimizer, generator=generator, em=em, deviation=deviation)
+    return x_adv.detach(), history
