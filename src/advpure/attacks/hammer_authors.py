@@ -238,7 +238,7 @@ def coarse_pullback(purifier, chain: Chain, g: torch.Tensor, stride: int,
             pulled_by_reference += a_j.sqrt() * diff / scale
         c_x, c_e = ddpm_coefficients(levels[k], levels[k + 1])
         t, x_k = coarse[k]
-        x_in = x_k.requires_grad_(True)
+        x_in = x_k.detach().requires_grad_(True)
         with torch.enable_grad():
             (jacobian_g,) = torch.autograd.grad(purifier.model(x_in, t), x_in, g)
         g = c_x * g + c_e * jacobian_g.clamp(-1e7, 1e7)

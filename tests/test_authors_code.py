@@ -1,0 +1,218 @@
+"""The breakers as their authors run them (Ka1b0/DiffHammer @ 1010822, ``hammer_authors``), the
+losses (CE, CW, DLR; targeted) and restarts.
+
+The reference numbers below were printed by the official code (attacker.py ``seeds_select``,
+``EM``, ``update_batch_metrics``; defense/diffpure.py ``gradient`` with and without
+``DIFF_ATTACK``) run outside the project on the same float64 inputs, drawn here from the same
+seeded generators; the official code itself is not in the project."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from advpure.attacks import (
+    ATTACKS,
+    DiffAttackSettings,
+    DiffHammerSettings,
+    apgd_eot,
+    cw_margin,
+    dlr_loss,
+    objective,
+    pgd,
+)
+from advpure.attacks.hammer_authors import (
+    AuthorsHistory,
+    Chain,
+    coarse_pullback,
+    diffhammer_authors,
+    em_gradient,
+)
+from advpure.attacks.losses import runner_up
+from advpure.attacks.restarts import with_restarts
+from advpure.defense import PurifiedClassifier
+from advpure.diffusion import DiscreteSchedule
+from advpure.purifiers import DiffPure
+from conftest import tiny_cnn, tiny_unet
+
+UPSTREAM_EM = {   # (norm, n_eot) -> (selected draws, the first image's weighted gradient)
+    ("linf", 1): ([[0, 0, 3]], [-1.2721435709624591, -0.5829066073208834, -0.5797426880377813,
+                                0.6503767670120632, -0.4642863257450604]),
+    ("linf", 2): ([[0, 0, 3], [2, 2, 1]], [-1.4214553649154693, -0.5294566267443878,
+                                           -0.6664402668030137, 0.6705183496009627,
+                                           -0.5446872185069929]),
+    ("l2", 1): ([[0, 0, 3]], [-1.1000950572196273, -0.4269385576975406, -0.40190005912725835,
+                              0.3447296157354458, -0.46640052161295764]),
+}
+
+
+@pytest.mark.parametrize("norm, n_select", sorted(UPSTREAM_EM))
+def test_selection_and_weights_equal_the_official_code(norm, n_select):
+    g = torch.Generator().manual_seed(0)
+    grads = torch.randn(4, 3, 5, generator=g, dtype=torch.float64)     # K draws × N × d
+    losses = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    weighted, chosen = em_gradient(grads, losses, 8 / 255, norm, n_select)
+    expected_chosen, expected_first = UPSTREAM_EM[norm, n_select]
+    assert chosen.tolist() == expected_chosen
+    torch.testing.assert_close(weighted[0, 0], torch.tensor(expected_first, dtype=torch.float64),
+                               rtol=1e-12, atol=1e-12)
+
+
+class TinyEps(torch.nn.Module):
+    """A 2-channel eps-network taking the official code's integer level i (= our level − 1)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64)
+                                    * 0.3)
+
+    def forward(self, x, t):
+        i = torch.round(t * 1000) - 1
+        return torch.tanh(torch.nn.functional.conv2d(x, self.w, padding=1)) * \
+            (1 + i.view(-1, 1, 1, 1) / 1000)
+
+
+@pytest.mark.parametrize("deviation, expected", [
+    (False, (35.28486317998841, 76.28711170403727, [1.5110619009057729, 1.4967681156624024,
+                                                    -0.06707991663514512,
+                                                    -0.0017916210744805005])),
+    (True, (35.41211380056802, 76.52833346188808, [1.5149461287852983, 1.5072913529457719,
+                                                   -0.04712616552830572,
+                                                   -0.016730490221719976])),
+])
+def test_the_grafted_backward_and_diffattack_term_equal_the_official_code(deviation, expected):
+    """States at the attack's levels 99, 79, …, 19 (official indexing; our levels 100, 80, …),
+    the output, the forward noise and a linear classifier's CE gradient, as the official
+    ``gradient(x, y, CE, 'full')`` sees them after ``purify``."""
+    g = torch.Generator().manual_seed(1)
+    classifier = torch.randn(3, 32, generator=g, dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    torch.rand(2, 2, 4, 4, generator=g, dtype=torch.float64)            # the input (unused)
+    states = torch.randn(5, 2, 2, 4, 4, generator=g, dtype=torch.float64)
+    output = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64).clamp(-1, 1)
+    noise = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64)
+    times = [torch.full((2,), (i + 1) / 1000, dtype=torch.float64) for i in (99, 79, 59, 39, 19)]
+    chain = Chain(list(zip(times, states)), output, noise)
+    purified = (output / 2 + 0.5).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(purified.flatten(1) @ classifier.T,
+                                             torch.tensor([0, 2]), reduction="sum")
+    (g_out,) = torch.autograd.grad(loss, purified)
+    purifier = SimpleNamespace(model=TinyEps(), schedule=DiscreteSchedule())
+    grad = coarse_pullback(purifier, chain, g_out, stride=1, deviation=deviation)
+    total, absolute, first = expected
+    assert float(grad.sum()) == pytest.approx(total, rel=1e-12)
+    assert float(grad.abs().sum()) == pytest.approx(absolute, rel=1e-12)
+    torch.testing.assert_close(grad.flatten()[:4], torch.tensor(first, dtype=torch.float64),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_n_evaluation_log_and_kept_iterate_equal_the_official_bookkeeping():
+    """Two runs (the second a restart in another image order) of T iterates × 3 draws × 4
+    images; the official ``update_batch_metrics`` gave these logs and 'bests'."""
+    history = AuthorsHistory.empty(4, "cpu")
+    history.mean_loss = history.mean_loss.double()
+    g = torch.Generator().manual_seed(5)
+    expected = [([0, 1, 2, 3], [1 / 3, 1 / 3, 2 / 3, 2 / 3],
+                 [-0.033474437244536435, 0.5234913608642988, 0.8053093751563075,
+                  1.1534818347305258]),
+                ([1], [1 / 3, 2 / 3, 2 / 3, 2 / 3],
+                 [0.07440399030324073, 0.5234913608642988, 0.8053093751563075,
+                  1.1534818347305258])]
+    for run, index in enumerate(([0, 1, 2, 3], [2, 0, 3, 1])):
+        losses = torch.randn(3 + run, 3, 4, generator=g, dtype=torch.float64)
+        failed = torch.rand(3 + run, 3, 4, generator=g) < 0.2
+        kept = history.update(torch.tensor(index), losses, failed)
+        bests, mean_failed, mean_loss = expected[run]
+        assert kept.nonzero()[:, 0].tolist() == bests
+        assert history.any_failed.tolist() == [True] * 4
+        torch.testing.assert_close(history.mean_failed, torch.tensor(mean_failed))
+        torch.testing.assert_close(history.mean_loss, torch.tensor(mean_loss, dtype=torch.float64))
+
+
+def defended(seed: int = 0, sampler: str = "sde") -> PurifiedClassifier:
+    purifier = DiffPure(tiny_unet(), t_star=0.1, dt=0.02, sampler=sampler)
+    return PurifiedClassifier(purifier, tiny_cnn(), torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("em, deviation", [(True, False), (False, True)])
+def test_the_authors_loop_stays_in_the_ball_and_logs_every_image(digits_batch, em, deviation):
+    x, y = digits_batch
+    x, y = x[:4], y[:4]
+    x_adv, history = diffhammer_authors(defended(), x, y, eps=0.1, steps=4, restarts=2, draws=3,
+                                        em=em, deviation=deviation,
+                                        generator=torch.Generator().manual_seed(1))
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0
+    assert bool(((history.mean_failed > 0) <= history.any_failed).all())   # Avg ≤ Wor
+
+
+def test_the_authors_variant_needs_a_diffusion_chain(digits_batch):
+    x, y = digits_batch
+    with pytest.raises(ValueError, match="diffusion chain"):
+        diffhammer_authors(tiny_cnn(), x[:2], y[:2], eps=0.1, steps=1)
+
+
+def test_variant_settings_take_upstream_budgets_and_refuse_the_other_variants_options():
+    authors = DiffHammerSettings(variant="authors-code", eps=0.1)
+    assert (authors.steps, authors.restarts, authors.eot) == (50, 3, 10)
+    assert authors.replace(steps=5).steps == 5
+    with pytest.raises(ValueError, match="takes no option em_iters"):
+        DiffHammerSettings(variant="authors-code", em_iters=1)
+    with pytest.raises(ValueError, match="takes no option hammer_stride"):
+        DiffAttackSettings(hammer_stride=3)
+    assert DiffAttackSettings().loss == "cw" and "cw" in DiffAttackSettings(eps=0.1).key()
+    keys = {ATTACKS["pgd"](eps=0.1, loss=loss).key() for loss in ("ce", "cw", "dlr")}
+    assert len(keys) == 3
+
+
+def test_losses_by_hand():
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0], [0.5, 2.0, 1.5, 0.0]])
+    y = torch.tensor([0, 2])
+    torch.testing.assert_close(cw_margin(logits, y), torch.tensor([1.0 - 3.0, 2.0 - 1.5]))
+    torch.testing.assert_close(dlr_loss(logits, y), torch.tensor([-2.0 / 3.0, 0.5 / 1.5]))
+    pairs = torch.tensor([[0, 1], [2, 3]])
+    torch.testing.assert_close(objective("cw", targeted=True)(logits, pairs),
+                               torch.tensor([1.0 - 3.0, 0.0 - 2.0]))
+    torch.testing.assert_close(objective("dlr", targeted=True)(logits, pairs),
+                               torch.tensor([-(3.0 - 1.0) / (3.0 + 0.5),
+                                             -(1.5 - 0.0) / (2.0 - 0.25)]))
+    ce = torch.nn.functional.cross_entropy(logits, pairs[:, 1], reduction="none")
+    torch.testing.assert_close(objective("ce", targeted=True)(logits, pairs), -ce)
+    with pytest.raises(ValueError, match="ce | cw | dlr"):
+        objective("hinge")
+
+
+def test_targeted_attacks_reach_the_runner_up_class_on_the_bare_classifier():
+    from advpure import data
+    from advpure.models import load_classifier
+
+    classifier = load_classifier("builtin:digits-cnn")
+    x, y = data.load("digits", "test", indices=torch.arange(32))
+    targets = runner_up(classifier, x, y)
+    assert bool((targets != y).all())
+    for attack in (pgd, apgd_eot):
+        x_adv = attack(classifier, x, y, eps=0.2, steps=20, loss="cw", targets=targets,
+                       generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            hit = (classifier(x_adv).argmax(1) == targets).float().mean()
+        assert float(hit) >= 0.9
+
+
+def test_restarts_rerun_only_the_unbroken_images_and_keep_each_ones_best():
+    """A model that misclassifies exactly the images shifted by +1; attack runs that shift
+    image 0 on the first run and every image on the second."""
+    calls = []
+
+    def model(rows):
+        broken = (rows.flatten(1).mean(1) > 0.5).long()
+        return torch.nn.functional.one_hot(broken, 2).float()   # right (0) unless shifted
+
+    def attack_once(x, labels):
+        calls.append(len(x))
+        shift = torch.zeros(len(x), 1)
+        shift[: (1 if len(calls) == 1 else len(x))] = 1.0
+        return x + shift
+    x, y = torch.zeros(3, 1), torch.zeros(3, dtype=torch.long)
+    best = with_restarts(attack_once, model, x, y, restarts=3, draws=2)
+    assert calls == [3, 2]                   # the second run on the 2 unbroken; no third
+    assert best.flatten().tolist() == [1.0, 1.0, 1.0]
