@@ -82,7 +82,8 @@ def checked(function, result=lambda *args, **kwargs: args[1] if len(args) > 1 el
     return call
 
 
-SHORTEST = {"steps": 2, "eot": 2, "queries": 10, "square_queries": 10, "em_iters": 1}
+SHORTEST = {"steps": 2, "eot": 2, "queries": 10, "square_queries": 10, "em_iters": 1,
+            "draws": 2, "restarts": 2}
 
 
 def shortest(function, images: int = 2):
@@ -95,12 +96,15 @@ def shortest(function, images: int = 2):
         arguments = bound.arguments
         x = arguments["x"]
         arguments["x"] = x[:images]
-        if "y" in arguments:
-            arguments["y"] = arguments["y"][:images]
+        for name in ("y", "targets"):
+            if arguments.get(name) is not None:
+                arguments[name] = arguments[name][:images]
         for name, cap in SHORTEST.items():
             if name in arguments and arguments[name] is not None:
                 arguments[name] = min(arguments[name], cap)
         attacked = function(*bound.args, **bound.kwargs)
+        if isinstance(attacked, tuple):                 # (images, the attack's log)
+            return (torch.cat([attacked[0], x[images:]]), *attacked[1:])
         return torch.cat([attacked, x[images:]])
     return call
 
@@ -143,7 +147,8 @@ def test_the_readme_python_blocks_run(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     for name in ("pgd", "apgd_eot", "apgd_official", "autoattack", "square", "stadv",
-                 "diffusion_only", "diffattack", "diffhammer", "low_frequency"):
+                 "diffusion_only", "diffattack", "diffhammer", "diffhammer_authors",
+                 "low_frequency"):
         monkeypatch.setattr(attacks, name, shortest(getattr(attacks, name)))
     monkeypatch.setattr(advpure, "evaluate", shortest_evaluate)
     monkeypatch.setattr(runner, "run_evaluation", shrunk(runner.run_evaluation))

@@ -9,7 +9,8 @@ from .diffattack import DiffAttackSettings, diffattack
 from .diffhammer import DiffHammerSettings, diffhammer, selective_weights
 from .diffusion_only import DiffusionOnlySettings, diffusion_only
 from .eot import eot_loss_and_grad
-from .losses import LOSS_NAMES, cw_margin, dlr_loss, objective
+from .losses import LOSS_NAMES, cw_margin, dlr_loss, objective, runner_up
+from .hammer_authors import AuthorsHistory, diffhammer_authors
 from .lowfreq import LowFrequencySettings, low_frequency
 from .pgd import PGDSettings, pgd, project
 from .square import SquareSettings, square
@@ -34,5 +35,5 @@ __all__ = ["ATTACKS", "APGDSettings", "AttackSettings", "AutoAttackSettings", "B
            "DiffAttackSettings", "DiffHammerSettings", "DiffusionOnlySettings",
            "LowFrequencySettings", "NormBallAttack", "PGDSettings", "SquareSettings",
            "StAdvSettings", "TransferSettings", "apgd_eot", "apgd_official", "autoattack",
-           "LOSS_NAMES", "check_attack_inputs", "cw_margin", "diffattack", "diffhammer", "diffusion_only", "dlr_loss", "eot_loss_and_grad", "low_frequency", "objective", "pgd",
-           "project", "selective_weights", "square", "stadv"]
+           "AuthorsHistory", "LOSS_NAMES", "check_attack_inputs", "cw_margin", "diffattack", "diffhammer", "diffhammer_authors", "diffusion_only", "dlr_loss", "eot_loss_and_grad", "low_frequency", "objective", "pgd",
+           "project", "runner_up", "selective_weights", "square", "stadv"]

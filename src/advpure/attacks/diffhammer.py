@@ -31,14 +31,13 @@ from .._checks import check_positive
 from ..defense import PurifiedClassifier
 from ..diffusion import SOLVER_GRADIENTS, PerSampleNoise
 from .base import VARIANTS, check_attack_inputs, steps_bar
-from .hammer_authors import AUTHORS_DEFAULTS, diffhammer_authors
+from .hammer_authors import AUTHORS_DEFAULTS, AUTHORS_OPTIMIZERS, diffhammer_authors
 from .losses import Loss, cross_entropy, labels_for, objective
 from .losses import failed as attack_success
 from .pgd import IterativeAttack, LossOptions, _flat_norm, project, random_start
 from .restarts import with_restarts
 
 HAMMER_GRADIENTS = ("full", "grafting")
-AUTHORS_OPTIMIZERS = ("apgd", "pgd")
 
 
 def selective_weights(grads: torch.Tensor, em_iters: int = 3,

@@ -46,6 +46,7 @@ from torch.nn import functional as F
 
 from ..defense import PurifiedClassifier
 from ..diffusion import PerSampleNoise
+from .base import check_attack_inputs
 from .losses import cross_entropy, cw_margin, dlr_loss
 from .pgd import project
 
@@ -54,6 +55,7 @@ LOSS_CYCLE = ("cw", "ce", "dlr")           # config.py: LOSS_NAMES, one per rest
 AUTHORS_LOSSES = {"cw": cw_margin, "ce": cross_entropy, "dlr": partial(dlr_loss, floor=1e-3)}
 EM_LAMBDA, EM_ALPHA = 5.0, 0.5             # config.py: EM_LAM, EM_ALPHA
 RESTART_THRESHOLD = 0.5                    # config.py: RESTART_THR
+AUTHORS_OPTIMIZERS = ("apgd", "pgd")
 PGD_STEP = 0.007                           # config.py: PGD_STEP_SIZE
 APGD_MARKS = (0, 0.22, 0.41, 0.57, 0.7, 0.8, 0.87, 0.93)   # attacker.py 301-302
 APGD_RHO, APGD_MOMENTUM = 0.75, 0.75
@@ -368,6 +370,10 @@ def diffhammer_authors(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tens
         raise ValueError("variant 'authors-code': expected a purified classifier "
                          "whose purifier runs a diffusion chain (diffpure, gdmp); its grafted "
                          "backward replays that chain")
+    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
+    if optimizer not in AUTHORS_OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {' | '.join(AUTHORS_OPTIMIZERS)}, found "
+                         f"{optimizer!r}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     history = AuthorsHistory.empty(x.shape[0], x.device)
     x_adv = x.clone()
