@@ -216,3 +216,76 @@ def test_restarts_rerun_only_the_unbroken_images_and_keep_each_ones_best():
     best = with_restarts(attack_once, model, x, y, restarts=3, draws=2)
     assert calls == [3, 2]                   # the second run on the 2 unbroken; no third
     assert best.flatten().tolist() == [1.0, 1.0, 1.0]
+
+
+def test_gdmps_authors_guided_steps_equal_the_official_code():
+    """Six guided steps from level 36 (the official ``denoising_process`` with GUIDED, ε =
+    8/255) with the same normal and uniform draws (u = Φ(z) here, ``rand_like`` upstream)."""
+    from advpure.diffusion import FixedNoise
+    from advpure.diffusion.samplers import run_steps
+    from advpure.purifiers import GDMP
+    from advpure.purifiers.hetero import MultiDraw
+
+    gdmp = GDMP(TinyEps(), variant="authors-code")
+    assert (gdmp.settings.rounds, gdmp.settings.t_star, gdmp.settings.dt) == (4, 0.036, 0.006)
+    g = torch.Generator().manual_seed(3)
+    x_start = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64)
+    normals = [torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64) for _ in range(6)]
+    uniforms = [torch.rand(2, 2, 4, 4, generator=g, dtype=torch.float64) for _ in range(6)]
+    draws = [d for z, u in zip(normals, uniforms) for d in (z, 2 ** 0.5 * torch.erfinv(2 * u - 1))]
+    grid = gdmp.schedule.grid(0.036, 0.0, 0.006)
+    with torch.no_grad():
+        out = run_steps(gdmp.authors_step, x_start, grid, MultiDraw(FixedNoise(draws), 2),
+                        context=(x_start,))
+    assert float(out.sum()) == pytest.approx(-5.436295941419554, rel=1e-12)
+    assert float(out.abs().sum()) == pytest.approx(47.84234094508682, rel=1e-12)
+    torch.testing.assert_close(out.flatten()[:4], torch.tensor(
+        [-0.44699352788219376, 0.34789883023917617, 0.49070366448246844, -0.3222087081015763],
+        dtype=torch.float64), rtol=1e-10, atol=1e-12)
+
+
+def test_gdmps_authors_grafted_backward_equals_the_official_code():
+    """Four rounds, the attack's levels 35, 23, 11 of each (official indexing) and the scalar
+    Σ k_i √ᾱ_i the official backward adds to every pixel."""
+    from advpure.purifiers import GDMP
+
+    gdmp = GDMP(TinyEps(), variant="authors-code")
+    classifier = torch.randn(3, 32, generator=torch.Generator().manual_seed(1),
+                             dtype=torch.float64)
+    g = torch.Generator().manual_seed(4)
+    states = torch.randn(4, 3, 2, 2, 4, 4, generator=g, dtype=torch.float64)
+    output = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64).clamp(-1, 1)
+    fine = []                                  # the defense's six levels; every other is used
+    for round_states in states:
+        for k, level in enumerate((36, 30, 24, 18, 12, 6)):
+            state = round_states[k // 2] if k % 2 == 0 else torch.full_like(output, float("nan"))
+            fine.append((torch.full((2,), level / 1000, dtype=torch.float64), state))
+    purified = (output / 2 + 0.5).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(purified.flatten(1) @ classifier.T,
+                                             torch.tensor([0, 2]), reduction="sum")
+    (g_out,) = torch.autograd.grad(loss, purified)
+    grad = coarse_pullback(gdmp, Chain(fine, output, None), g_out, stride=2)
+    assert float(grad.sum()) == pytest.approx(40.06663138083046, rel=1e-12)
+    assert float(grad.abs().sum()) == pytest.approx(78.88498271883175, rel=1e-12)
+    torch.testing.assert_close(grad.flatten()[:4], torch.tensor(
+        [1.7675300642221765, 1.8599767151506217, -0.01776269956166998, 0.06069293422409299],
+        dtype=torch.float64), rtol=1e-10, atol=1e-12)
+
+
+def test_gdmp_authors_code_runs_under_attack_and_refuses_the_papers_options(digits_batch):
+    from advpure.purifiers import GDMP, GDMPSettings
+
+    x, y = digits_batch
+    with pytest.raises(ValueError, match="takes no option guidance_scale"):
+        GDMPSettings(variant="authors-code", guidance_scale=10.0)
+    with pytest.raises(ValueError, match="takes no option rounds"):
+        GDMPSettings(rounds=2)
+    gdmp = GDMP(tiny_unet(), variant="authors-code", guidance_eps=0.2)
+    defense = PurifiedClassifier(gdmp, tiny_cnn(), torch.Generator().manual_seed(0),
+                                 gradient="checkpoint")
+    x_in = x[:2].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(defense(x_in).sum(), x_in)
+    assert bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0
+    x_adv, _ = diffhammer_authors(defense, x[:2], y[:2], eps=0.2, steps=2, restarts=1,
+                                  draws=2, generator=torch.Generator().manual_seed(1))
+    assert float((x_adv - x[:2]).abs().max()) <= 0.2 + 1e-6

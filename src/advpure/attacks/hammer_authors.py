@@ -215,23 +215,61 @@ def ddpm_coefficients(a: torch.Tensor, a_next: torch.Tensor) -> tuple[torch.Tens
     return c_x, (1 - a_next - c_noise2).sqrt() - c_x * (1 - a).sqrt()
 
 
+def rounds_of(states: list) -> list[list]:
+    """The chain's eps-model calls split into purification rounds (where time goes up)."""
+    rounds = [[states[0]]]
+    for previous, state in zip(states, states[1:]):
+        if float(state[0][0]) > float(previous[0][0]):
+            rounds.append([])
+        rounds[-1].append(state)
+    return rounds
+
+
+def guidance_shifts(purifier, coarse: list) -> list[float]:
+    """k_n of GDMP's authors-code step at each coarse state, its σ_n that of the coarse step
+    (the code's backward passes the attack's sequence to ``GDMP_step``); 0 for other
+    purifiers."""
+    settings = getattr(purifier, "settings", None)
+    if getattr(settings, "variant", None) != "authors-code" or \
+            not hasattr(purifier, "authors_shift"):
+        return [0.0] * len(coarse)
+    times = [float(t[0]) for t, _ in coarse] + [0.0]
+    return [purifier.authors_shift(t, t_next) for t, t_next in zip(times, times[1:])]
+
+
 def coarse_pullback(purifier, chain: Chain, g: torch.Tensor, stride: int,
                     deviation: bool = False) -> torch.Tensor:
     """The authors' grafted backward (defense/diffpure.py 103-151): the gradient ``g`` at the
-    purified image (in [0, 1]) pulled back along every ``stride``-th state of the chain, each
-    a DDPM step x_j = c_x x_i + c_ε ε(x_i, i) (η = 1, noise term dropped), then through the
-    forward noising (×√ᾱ(t*)); the Jacobian products clamped to ±1e7 as upstream.
+    purified image (in [0, 1]) pulled back, round by round from the last, along every
+    ``stride``-th state of the chain, each a DDPM step x_j = c_x x_i + c_ε ε(x_i, i) (η = 1,
+    noise term dropped; GDMP's authors-code shift makes it (c_x − k_i)), then through the
+    round's forward noising (×√ᾱ(t*); GDMP adds the scalar Σ_i k_i √ᾱ_i, as the code does);
+    the Jacobian products clamped to ±1e7 as upstream.
 
-    ``deviation`` (DiffAttack, defense/diffpure.py 67-71, 130-131, 146): the gradient of
-    L_dev = Σ_j ½ᾱ_j ‖x_j − (√ᾱ_j x_T + √(1−ᾱ_j) ε)‖² / (S·d) over the S states x_j after the
-    coarse steps (x_0 included), x_T the noised input and ε its noise, enters each state's
-    gradient and, through the reference, the input's (not scaled by √ᾱ_T, as upstream)."""
+    ``deviation`` (DiffAttack, defense/diffpure.py 67-71, 130-131, 146; one round): the
+    gradient of L_dev = Σ_j ½ᾱ_j ‖x_j − (√ᾱ_j x_T + √(1−ᾱ_j) ε)‖² / (S·d) over the S states x_j
+    after the coarse steps (x_0 included), x_T the noised input and ε its noise, enters each
+    state's gradient and, through the reference, the input's (not scaled by √ᾱ_T, as
+    upstream)."""
+    rounds = rounds_of(chain.states)
+    if deviation and len(rounds) > 1:
+        raise ValueError("diffattack variant 'authors-code': the deviation term takes a "
+                         "one-round purifier")
+    g = g / 2.0                                                     # d/d(x in [−1, 1])
+    for fine in reversed(rounds):
+        g = _round_pullback(purifier, fine, chain, g, stride, deviation)
+    return (g * 2.0).clamp(-1e7, 1e7)
+
+
+def _round_pullback(purifier, fine: list, chain: Chain, g: torch.Tensor, stride: int,
+                    deviation: bool) -> torch.Tensor:
     alpha_bar = purifier.schedule.alpha_bar
-    coarse = chain.states[::stride]
+    coarse = fine[::stride]
+    shifts = guidance_shifts(purifier, coarse)
     levels = [alpha_bar(t[:1]).to(g) for t, _ in coarse] + [torch.ones(1).to(g)]
     after = [state for _, state in coarse[1:]] + [chain.output]
     x_start, scale = coarse[0][1], len(coarse) * g[0].numel()
-    g, pulled_by_reference = g / 2.0, torch.zeros_like(g)             # d/d(x in [−1, 1])
+    pulled_by_reference = torch.zeros_like(g)
     for k in reversed(range(len(coarse))):
         if deviation:
             a_j = levels[k + 1]
@@ -243,9 +281,9 @@ def coarse_pullback(purifier, chain: Chain, g: torch.Tensor, stride: int,
         x_in = x_k.detach().requires_grad_(True)
         with torch.enable_grad():
             (jacobian_g,) = torch.autograd.grad(purifier.model(x_in, t), x_in, g)
-        g = c_x * g + c_e * jacobian_g.clamp(-1e7, 1e7)
-    g = g * levels[0].sqrt() - pulled_by_reference
-    return (g * 2.0).clamp(-1e7, 1e7)
+        g = (c_x - shifts[k]) * g + c_e * jacobian_g.clamp(-1e7, 1e7)
+    scalar = sum(k_i * float(a.sqrt()) for k_i, a in zip(shifts, levels))
+    return g * levels[0].sqrt() + scalar - pulled_by_reference
 
 
 def grafted_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, draws: Draws,

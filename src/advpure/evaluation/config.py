@@ -236,11 +236,14 @@ def section_fields(entries: dict) -> dict[str, list[tuple[str, Any]]]:
 
 def flat_fields() -> dict[str, tuple[str | None, str]]:
     """Flat option name -> (section, field): 'ddim_eta' -> ('defense', 'ddim_eta'), 'defense' ->
-    ('defense', 'name'), 'n' -> (None, 'n'). The CLI flags are these names with dashes."""
+    ('defense', 'name'), 'n' -> (None, 'n'). The CLI flags are these names with dashes. A field
+    that purifiers and attacks both declare keeps its name for the defense and is
+    'attack_<name>' for the attack ('variant' -> --variant, --attack-variant)."""
     fields: dict[str, tuple[str | None, str]] = {}
     for section, entries in (("defense", PURIFIERS), ("attack", ATTACKS)):
         fields[section] = (section, "name")
-        fields.update({f: (section, f) for f in section_fields(entries)})
+        fields.update({(f"attack_{f}" if section == "attack" and f in fields else f): (section, f)
+                       for f in section_fields(entries)})
     own = {f: (None, f) for f in EvalConfig.model_fields
            if f not in ("defense", "attacks", "defenses")}     # lists: files only
     clash = sorted(set(own) & set(fields))

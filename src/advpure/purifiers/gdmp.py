@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, PositiveFloat
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 from torch import nn
 
 from .._checks import check_images
@@ -21,6 +21,12 @@ from .diffpure import schedule_for
 from .hetero import MultiDraw
 
 GDMP_GUIDANCES = ("mse", "ssim")
+VARIANTS = ("paper", "authors-code")
+AUTHORS_COMMIT = "1010822129f2f2e5e882179b49fc60259c66a259"    # Ka1b0/DiffHammer
+AUTHORS_CONSTANT = 2e-3             # defense/diffpure.py 44: k = σ_n·2e-3·√(1−ᾱ)/(ε√ᾱ)
+AUTHORS_DEFAULTS = {"t_star": 0.036, "dt": 0.006, "rounds": 4,        # config.py 'GUIDED'
+                    "guidance_eps": 8 / 255}
+PAPER_ONLY = {"guidance", "guidance_scale", "guidance_grad", "ddpm_variance", "clip_denoised"}
 
 
 class GDMPSettings(PurifierSettings):
@@ -40,10 +46,39 @@ class GDMPSettings(PurifierSettings):
     ddpm_variance: Literal[DDPM_VARIANCES] = Field("posterior", description="the step's "
                                                    "variance Σ: posterior β̃ | beta β | learned")
     clip_denoised: bool = Field(False, description="clip x̂0 to [−1, 1] in the posterior mean")
+    variant: Literal[VARIANTS] = Field("paper", description="paper (Eqs. 8–10; DiffBreak's "
+                                       "code) | authors-code (Ka1b0/DiffHammer @ 1010822: 4 "
+                                       "rounds of level 36 in steps of 6, shift −k(x − ref), "
+                                       "uniform reference noise)")
+    rounds: PositiveInt = Field(1, description="authors-code: purification rounds, each "
+                                "noising the last round's output again (upstream: 4)")
 
     continuous_time = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _authors_defaults(cls, data):
+        """The authors-code variant's level, step, rounds and ε default to upstream's."""
+        if isinstance(data, dict) and data.get("variant") == "authors-code":
+            return {**AUTHORS_DEFAULTS, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _variant_options(self):
+        foreign = PAPER_ONLY if self.variant == "authors-code" else {"rounds"}
+        given = sorted(f for f in foreign if getattr(self, f) != self.default(f))
+        if given:
+            raise ValueError(f"gdmp variant {self.variant!r} takes no option {', '.join(given)}"
+                             " (options of the other variant)")
+        return self
+
+    def unused_options(self) -> set[str]:
+        return PAPER_ONLY if self.variant == "authors-code" else {"rounds"}
+
     def describe_options(self) -> list[str]:
+        if self.variant == "authors-code":
+            return [f"t*={self.t_star:g}", f"dt={self.dt:g}", f"{self.rounds} rounds",
+                    f"ε={self.guidance_eps:.3g}", "authors' code"]
         parts = [f"t*={self.t_star:g}", f"{self.guidance} a={self.guidance_scale:g}",
                  f"dt={self.dt:g}"]
         shown = {"guidance_eps": "ε", "ddpm_variance": "variance", "clip_denoised": "clip x̂0"}
@@ -124,6 +159,8 @@ class GDMP(nn.Module):
         x_t = add_noise(x_in, t_star, noise.randn_like(x_in), self.schedule)
         run = dict(t_start=float(t_star), dt=s.dt, noise=noise, gradient=gradient,
                    callback=callback)
+        if s.variant == "authors-code":
+            return from_centered(self.authors_rounds(x_in, t_star, noise, gradient, callback))
         if s.guidance_scale == 0:
             return from_centered(ddpm(self.model, x_t, self.schedule, variance=self.variance,
                                       clip_denoised=s.clip_denoised, **run))
@@ -132,6 +169,43 @@ class GDMP(nn.Module):
         x_0 = run_steps(self.guided_step(grid), x_t, grid, MultiDraw(noise, draws),
                         gradient=gradient, callback=callback, context=(x_in,))
         return from_centered(x_0)
+
+    def authors_rounds(self, x_in: torch.Tensor, t_star: torch.Tensor, noise: NoiseSource,
+                       gradient: str, callback: Callback | None) -> torch.Tensor:
+        """``rounds`` times: noise to level t* with fresh ε, then the authors' guided DDPM steps
+        (defense/diffpure.py 79-96); the state stays in [−1, 1] between rounds, unclamped."""
+        s = self.settings
+        grid = self.schedule.grid(float(t_star), 0.0, s.dt)
+        state = x_in
+        for _ in range(s.rounds):
+            x_start = add_noise(state, t_star, noise.randn_like(state), self.schedule)
+            state = run_steps(self.authors_step, x_start, grid, MultiDraw(noise, 2),
+                              gradient=gradient, callback=callback, context=(x_start,))
+        return state
+
+    def authors_shift(self, t: float, t_next: float) -> float:
+        """k_n = σ_n · 2e-3 · √(1 − ᾱ_n) / (ε √ᾱ_n), σ_n the step's noise scale (η = 1) and ε
+        the attack's (defense/diffpure.py 42-44)."""
+        a, a_next = float(self.schedule.alpha_bar(t)), float(self.schedule.alpha_bar(t_next))
+        sigma = ((1 - a / a_next) * (1 - a_next) / (1 - a)) ** 0.5
+        return sigma * AUTHORS_CONSTANT * (1 - a) ** 0.5 / (self.settings.guidance_eps * a ** 0.5)
+
+    def authors_step(self, x: torch.Tensor, t: float, t_next: float, z: torch.Tensor,
+                     x_start: torch.Tensor) -> torch.Tensor:
+        """x_{n−1} = c_x x_n + c_ε ε_θ(x_n, n) + σ_n z − k_n (x_n − ref_n), ref_n = √ᾱ_n x_start +
+        √(1 − ᾱ_n) u with u uniform on [0, 1) (``torch.rand_like`` upstream; here Φ of the
+        step's second normal draw) and x_start the round's noised input (defense/diffpure.py
+        57-65, 74-77)."""
+        a, a_next = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_next)
+        sigma2 = (1 - a / a_next) * (1 - a_next) / (1 - a)
+        c_x = (a_next / a).sqrt()
+        c_eps = (1 - a_next - sigma2).sqrt() - c_x * (1 - a).sqrt()
+        eps = self.model(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))
+        uniform = 0.5 * (1.0 + torch.erf(z[1] / 2.0 ** 0.5))
+        reference = a.sqrt().to(x) * x_start + (1 - a).sqrt().to(x) * uniform
+        shift = self.authors_shift(t, t_next)
+        return (c_x.to(x) * x + c_eps.to(x) * eps + sigma2.sqrt().to(x) * z[0]
+                - shift * (x - reference))
 
     def guided_step(self, grid: torch.Tensor):
         """The DDPM step with GDMP's guidance: z holds the step's noise (and ε' for mse)."""
@@ -157,5 +231,8 @@ class GDMP(nn.Module):
 
     def extra_repr(self) -> str:
         s = self.settings
+        if s.variant == "authors-code":
+            return (f"authors-code, t_star={s.t_star}, dt={s.dt}, rounds={s.rounds}, "
+                    f"eps={s.guidance_eps:.4g}")
         return (f"t_star={s.t_star}, dt={s.dt}, guidance={s.guidance}, "
                 f"guidance_scale={s.guidance_scale}, guidance_eps={s.guidance_eps:.4g}")
