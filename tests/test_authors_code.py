@@ -207,7 +207,7 @@ def test_restarts_rerun_only_the_unbroken_images_and_keep_each_ones_best():
         broken = (rows.flatten(1).mean(1) > 0.5).long()
         return torch.nn.functional.one_hot(broken, 2).float()   # right (0) unless shifted
 
-    def attack_once(x, labels):
+    def attack_once(x, labels, log):
         calls.append(len(x))
         shift = torch.zeros(len(x), 1)
         shift[: (1 if len(calls) == 1 else len(x))] = 1.0
@@ -289,3 +289,81 @@ def test_gdmp_authors_code_runs_under_attack_and_refuses_the_papers_options(digi
     x_adv, _ = diffhammer_authors(defense, x[:2], y[:2], eps=0.2, steps=2, restarts=1,
                                   draws=2, generator=torch.Generator().manual_seed(1))
     assert float((x_adv - x[:2]).abs().max()) <= 0.2 + 1e-6
+
+
+def test_draw_log_counts_any_draw_of_any_iterate_and_maps_restart_subsets():
+    from advpure.attacks.drawlog import DrawLog
+
+    log = DrawLog(4)
+    log.saw(torch.tensor([[False, True, False, False], [False, False, False, False]]))
+    part = log.subset(torch.tensor([0, 3]))
+    part.saw(torch.tensor([False, True]))                      # image 3
+    assert log.broken.tolist() == [False, True, False, True]
+    blind = PurifiedClassifier(DiffPure(tiny_unet(), t_star=0.1, dt=0.02), tiny_cnn(),
+                               gradient="blind")
+    assert DrawLog.for_target(blind, 2, "cpu") is None       # its forward is the classifier
+
+
+def test_pgd_logs_the_failures_of_its_eot_draws(digits_batch):
+    from advpure.attacks.drawlog import DrawLog
+
+    x, y = digits_batch
+    x, y = x[:4], y[:4]
+    calls = []
+
+    def model(rows):                   # wrong on image 2 in the third call only
+        calls.append(len(rows))
+        logits = torch.nn.functional.one_hot(y.repeat(len(rows) // 4), 10).float()
+        logits = logits + 0.0 * rows.flatten(1).sum(1, keepdim=True)
+        if len(calls) == 3:
+            logits[2::4] = torch.nn.functional.one_hot((y[2] + 1) % 10, 10).float()
+        return logits
+    log = DrawLog(4)
+    pgd(model, x, y, eps=0.1, steps=4, eot=2, log=log, generator=torch.Generator().manual_seed(0))
+    assert log.broken.tolist() == [False, False, True, False]
+
+
+def test_diffhammers_rule_in_outcomes_store_and_reports(tmp_path):
+    import sqlite3
+
+    from advpure.evaluation.store import SCHEMA, Outcome, RecordStore
+
+    right_now_broken_before = Outcome(0, "pgd", 1, 3, (3, 3), 1.0, attack_broken=True)
+    assert right_now_broken_before.all_draws and not right_now_broken_before.any_iterate
+    assert Outcome(0, "square", 1, 3, (3, 3), 1.0).any_iterate       # no log: all draws
+    old = tmp_path / "records.sqlite"                          # a store of an earlier version
+    connection = sqlite3.connect(old)
+    connection.executescript(SCHEMA.replace(", attack_broken INTEGER", ""))
+    connection.close()
+    with RecordStore(old) as store:
+        run = store.begin_run('{"a": 1}')
+        store.add(run, [right_now_broken_before])
+        assert store.outcomes(run)[0].attack_broken is True
+
+
+def test_reports_give_both_n_evaluation_rules_named(tmp_path):
+    """A real run (the shipped DiffPure, PGD with a log and Square without): results.md names
+    both rules, results.csv has both as numbers, and DiffHammer's rule is never above the
+    all-draws accuracy of the kept image."""
+    import csv
+
+    import advpure
+    from advpure.attacks import ATTACKS
+
+    x, y = advpure.data.load("digits", "test", indices=torch.arange(4))
+    defense = PurifiedClassifier(DiffPure(advpure.load_diffusion("builtin:digits-unet"),
+                                          t_star=0.1, dt=0.05),
+                                 advpure.load_classifier("builtin:digits-cnn"))
+    attacks = [ATTACKS["pgd"](eps=0.2, steps=2, eot=2), ATTACKS["square"](eps=0.2, queries=5)]
+    result = advpure.evaluate(defense, x, y, attacks=attacks, draws=2, out=tmp_path / "run",
+                              progress=False)
+    assert result.logged_attacks() == {attacks[0].key()}
+    text = (tmp_path / "run" / "results.md").read_text()
+    assert "any draw of any iterate (DiffHammer's rule)" in text
+    assert "all draws of the kept image (fresh)" in text
+    assert f"keep no log of their draws (any draw of any iterate is their all-draws accuracy): " \
+           f"`{attacks[1].key()}`" in text
+    with open(tmp_path / "run" / "results.csv") as f:
+        rows = {r["accuracy"]: r for r in csv.DictReader(f)}
+    for row in rows.values():
+        assert float(row["any_iterate_mean"]) <= float(row["all_draws_mean"]) + 1e-12

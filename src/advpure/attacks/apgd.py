@@ -18,6 +18,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from .base import check_attack_inputs, steps_bar
+from .drawlog import AttackOutput, DrawLog
 from .eot import Model, eot_loss_and_grad
 from .losses import labels_for, objective
 from .pgd import LossOptions, _flat_norm, project, random_start
@@ -43,7 +44,8 @@ def _step(x: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, norm: str) -> 
 def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
              steps: int = 100, loss: str = "ce", eot: int = 1,
              generator: torch.Generator | None = None, progress: bool = False,
-             targets: torch.Tensor | None = None, restarts: int = 1) -> torch.Tensor:
+             targets: torch.Tensor | None = None, restarts: int = 1,
+             log: DrawLog | None = None) -> torch.Tensor:
     """APGD-CE / -CW / -DLR with batched EOT, targeted toward ``targets`` when given; the start
     is uniform in the ball (``generator``); ``restarts`` as in ``restarts.py``; ``progress``
     shows a bar over the iterations."""
@@ -54,28 +56,28 @@ def apgd_eot(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
                          f"{eot!r}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
-    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def once(x: torch.Tensor, labels: torch.Tensor, log: DrawLog | None) -> torch.Tensor:
         return _apgd_run(model, x.detach(), labels, eps, norm, steps, loss_fn, eot, generator,
-                         progress)
-    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot)
+                         progress, log)
+    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot, log)
 
 
 def _apgd_run(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,
-              steps: int, loss_fn, eot: int, generator: torch.Generator, progress: bool
-              ) -> torch.Tensor:
+              steps: int, loss_fn, eot: int, generator: torch.Generator, progress: bool,
+              log: DrawLog | None = None) -> torch.Tensor:
     """One APGD run (Algorithm 1) from a uniform start; ``y``: the objective's labels."""
     marks = set(checkpoints(steps))
     n = x.shape[0]
     eta = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
     x_k = random_start(x, eps, norm, generator)
-    f_k, g_k = eot_loss_and_grad(model, x_k, y, eot, loss_fn)
+    f_k, g_k = eot_loss_and_grad(model, x_k, y, eot, loss_fn, log)
     x_best, f_best, g_best = x_k.clone(), f_k.clone(), g_k.clone()
     x_prev = x_k
     x_next = project(_step(x_k, g_k, eta, norm), x, eps, norm)          # first step: no momentum
     successes = torch.zeros(n, device=x.device)
     last_mark, eta_at_mark, best_at_mark = 0, eta.clone(), f_best.clone()
     for k in steps_bar(range(1, steps + 1), progress, f"APGD-{steps} EOT-{eot}"):
-        f_next, g_next = eot_loss_and_grad(model, x_next, y, eot, loss_fn)
+        f_next, g_next = eot_loss_and_grad(model, x_next, y, eot, loss_fn, log)
         successes += (f_next > f_k).float()
         improved = f_next > f_best
         x_best[improved], f_best[improved] = x_next[improved], f_next[improved]
@@ -107,9 +109,11 @@ class APGDSettings(LossOptions):
     eot: PositiveInt = Field(1, description="EOT copies per gradient")
 
     def run(self, model, x, y, generator):
-        return apgd_eot(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
-                        loss=self.loss, eot=self.eot, generator=generator,
-                        targets=self.targets(model, x, y), restarts=self.restarts)
+        log = DrawLog.for_target(model, len(x), x.device)
+        x_adv = apgd_eot(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                         loss=self.loss, eot=self.eot, generator=generator,
+                         targets=self.targets(model, x, y), restarts=self.restarts, log=log)
+        return AttackOutput.logged(x_adv, log)
 
     def label_parts(self) -> list[str]:
         extra = (["targeted"] if self.targeted else []) + (

@@ -84,8 +84,10 @@ class AttackSettings(Named):
         return defense.model(classifier, generator)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-            generator: torch.Generator) -> torch.Tensor:
-        """Adversarial examples; ``generator`` drives the attack's own randomness."""
+            generator: torch.Generator):
+        """Adversarial examples (a tensor), or an ``AttackOutput`` that also says which images
+        some draw of some iterate misclassified (``drawlog.py``); ``generator`` drives the
+        attack's own randomness."""
         raise NotImplementedError
 
     def label_parts(self) -> list[str]:

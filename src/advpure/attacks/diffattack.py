@@ -11,6 +11,7 @@ from torch import nn
 from ..defense import PurifiedClassifier, combine_ensemble
 from ..diffusion import PerSampleNoise
 from .base import VARIANTS, check_attack_inputs
+from .drawlog import AttackOutput, DrawLog
 from .hammer_authors import AUTHORS_DEFAULTS, diffhammer_authors
 from .losses import LOSS_NAMES, Loss, cross_entropy, labels_for, objective
 from .pgd import IterativeAttack, LossOptions, pgd
@@ -85,8 +86,8 @@ def diffattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                norm: str = "linf", steps: int = 20, step_size: float | None = None,
                eot: int = 1, weight: float = 1.0, every: int = 1, random_init: bool = True,
                generator: torch.Generator | None = None, progress: bool = False,
-               loss: str = "cw", targets: torch.Tensor | None = None, restarts: int = 1
-               ) -> torch.Tensor:
+               loss: str = "cw", targets: torch.Tensor | None = None, restarts: int = 1,
+               log: DrawLog | None = None) -> torch.Tensor:
     """DiffAttack: PGD+EOT maximising ℓ(f(P(x'))) + λ·L_dev(x', x), L_dev the deviation of
     the reverse-process states of x' from those of the clean x under the same noise (the paper's
     Eq. for the deviated-reconstruction loss, uniform weights over the recorded steps), ℓ the
@@ -102,13 +103,13 @@ def diffattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     objective_fn = deviated_loss(weight, objective(loss, targets is not None))
 
-    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def once(x: torch.Tensor, labels: torch.Tensor, log: DrawLog | None) -> torch.Tensor:
         target = DeviationProbe(model, x, every) if isinstance(model, PurifiedClassifier) \
             else model
         return pgd(target, x, labels, eps=eps, norm=norm, steps=steps, step_size=step_size,
                    eot=eot, random_init=random_init, generator=generator, loss=objective_fn,
-                   progress=progress)
-    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot)
+                   progress=progress, log=log)
+    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot, log)
 
 
 ADVPURE_OPTIONS = {"deviation_weight", "deviation_every", "loss", "targeted", "step_size",
@@ -155,16 +156,18 @@ class DiffAttackSettings(IterativeAttack, LossOptions):
 
     def run(self, model, x, y, generator):
         if self.variant == "authors-code":
-            x_adv, _ = diffhammer_authors(model, x, y, eps=self.eps, norm=self.norm,
-                                          steps=self.steps, restarts=self.restarts,
-                                          draws=self.eot, stride=self.hammer_stride,
-                                          generator=generator, em=False, deviation=True)
-            return x_adv
-        return diffattack(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
-                          step_size=self.step_size, eot=self.eot, weight=self.deviation_weight,
-                          every=self.deviation_every, random_init=self.random_init,
-                          generator=generator, loss=self.loss,
-                          targets=self.targets(model, x, y), restarts=self.restarts)
+            x_adv, history = diffhammer_authors(
+                model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                restarts=self.restarts, draws=self.eot, stride=self.hammer_stride,
+                generator=generator, em=False, deviation=True)
+            return AttackOutput(x_adv, history.any_failed)
+        log = DrawLog.for_target(model, len(x), x.device)
+        x_adv = diffattack(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                           step_size=self.step_size, eot=self.eot,
+                           weight=self.deviation_weight, every=self.deviation_every,
+                           random_init=self.random_init, generator=generator, loss=self.loss,
+                           targets=self.targets(model, x, y), restarts=self.restarts, log=log)
+        return AttackOutput.logged(x_adv, log)
 
     def label_parts(self) -> list[str]:
         if self.variant == "authors-code":

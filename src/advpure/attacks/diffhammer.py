@@ -31,6 +31,7 @@ from .._checks import check_positive
 from ..defense import PurifiedClassifier
 from ..diffusion import SOLVER_GRADIENTS, PerSampleNoise
 from .base import VARIANTS, check_attack_inputs, steps_bar
+from .drawlog import AttackOutput, DrawLog, record
 from .hammer_authors import AUTHORS_DEFAULTS, AUTHORS_OPTIMIZERS, diffhammer_authors
 from .losses import Loss, cross_entropy, labels_for, objective
 from .losses import failed as attack_success
@@ -106,8 +107,8 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                eot: int = 8, em_iters: int = 3, concentration: float = 10.0,
                gradient: str = "full", keep_best: bool = True, random_init: bool = True,
                generator: torch.Generator | None = None, progress: bool = False,
-               loss: str = "ce", targets: torch.Tensor | None = None, restarts: int = 1
-               ) -> torch.Tensor:
+               loss: str = "ce", targets: torch.Tensor | None = None, restarts: int = 1,
+               log: DrawLog | None = None) -> torch.Tensor:
     """DiffHammer's selective attack, advpure's reading (see the module doc): ``eot`` = K draws
     per step, EM-weighted; ``gradient``: ``full`` (every draw differentiated through the
     defense's mode) or ``grafting`` (one backward through the purifier; needs a solver gradient
@@ -126,7 +127,7 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
              and model.gradient in SOLVER_GRADIENTS and model.ensemble == 1)
     loss_fn = objective(loss, targets is not None)
 
-    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def once(x: torch.Tensor, labels: torch.Tensor, log: DrawLog | None) -> torch.Tensor:
         x = x.detach()
         x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
         best, best_failures = x_adv.clone(), torch.full((x.shape[0],), -1, device=x.device)
@@ -140,6 +141,7 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                 weights = selective_weights(grads, em_iters, concentration)
                 direction = (weights.view(*weights.shape, *([1] * (x.dim() - 1)))
                              * grads).sum(0)
+            record(log, failed)
             failures = failed.sum(dim=0)
             better = failures >= best_failures
             best[better], best_failures[better] = x_adv[better], failures[better]
@@ -148,7 +150,7 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             step_dir = direction.sign() if norm == "linf" else direction / _flat_norm(direction)
             x_adv = project(x_adv + alpha * step_dir, x, eps, norm)
         return (best if keep_best else x_adv).detach()
-    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot)
+    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot, log)
 
 
 AUTHORS_OPTIONS = {"hammer_stride", "optimizer"}        # the authors-code variant's own
@@ -203,17 +205,19 @@ class DiffHammerSettings(IterativeAttack, LossOptions):
 
     def run(self, model, x, y, generator):
         if self.variant == "authors-code":
-            x_adv, _ = diffhammer_authors(model, x, y, eps=self.eps, norm=self.norm,
-                                          steps=self.steps, restarts=self.restarts,
-                                          draws=self.eot, stride=self.hammer_stride,
-                                          optimizer=self.optimizer, generator=generator)
-            return x_adv
-        return diffhammer(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
-                          step_size=self.step_size, eot=self.eot, em_iters=self.em_iters,
-                          concentration=self.concentration, gradient=self.hammer_gradient,
-                          keep_best=self.keep_best, random_init=self.random_init,
-                          generator=generator, loss=self.loss,
-                          targets=self.targets(model, x, y), restarts=self.restarts)
+            x_adv, history = diffhammer_authors(
+                model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                restarts=self.restarts, draws=self.eot, stride=self.hammer_stride,
+                optimizer=self.optimizer, generator=generator)
+            return AttackOutput(x_adv, history.any_failed)
+        log = DrawLog.for_target(model, len(x), x.device)
+        x_adv = diffhammer(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                           step_size=self.step_size, eot=self.eot, em_iters=self.em_iters,
+                           concentration=self.concentration, gradient=self.hammer_gradient,
+                           keep_best=self.keep_best, random_init=self.random_init,
+                           generator=generator, loss=self.loss,
+                           targets=self.targets(model, x, y), restarts=self.restarts, log=log)
+        return AttackOutput.logged(x_adv, log)
 
     def label_parts(self) -> list[str]:
         if self.variant == "authors-code":

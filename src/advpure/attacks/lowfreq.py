@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from .._checks import check_positive
 from .base import check_attack_inputs, steps_bar
 from .diffhammer import _per_draw
+from .drawlog import AttackOutput, DrawLog, record
 from .losses import labels_for, objective
 from .pgd import LossOptions, _flat_norm, project
 from .restarts import with_restarts
@@ -63,7 +64,8 @@ def low_frequency(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: 
                   range_sigma: float = 0.1, step_size: float | None = None,
                   filter_step: float = 0.5, generator: torch.Generator | None = None,
                   progress: bool = False, loss: str = "ce",
-                  targets: torch.Tensor | None = None, restarts: int = 1) -> torch.Tensor:
+                  targets: torch.Tensor | None = None, restarts: int = 1,
+                  log: DrawLog | None = None) -> torch.Tensor:
     """The LF attack (see the module doc) on ``loss`` (ce | cw | dlr, targeted toward
     ``targets`` when given); ``generator`` is unused (the start is the filtered clean image:
     the filter starts as a small Gaussian blur, δ at 0), so ``restarts`` repeat the same
@@ -76,14 +78,14 @@ def low_frequency(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: 
                            "step_size")
     loss_fn = objective(loss, targets is not None)
 
-    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def once(x: torch.Tensor, labels: torch.Tensor, log: DrawLog | None) -> torch.Tensor:
         return _lf_run(model, x.detach(), labels, loss_fn, eps, norm, steps, eot, kernel,
-                       coarse, range_sigma, alpha, filter_step, progress)
-    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot)
+                       coarse, range_sigma, alpha, filter_step, progress, log)
+    return with_restarts(once, model, x, labels_for(y, targets), restarts, eot, log)
 
 
 def _lf_run(model, x, y, loss_fn, eps, norm, steps, eot, kernel, coarse, range_sigma, alpha,
-            filter_step, progress) -> torch.Tensor:
+            filter_step, progress, log) -> torch.Tensor:
     """One LF run from the filtered clean image; ``y``: the objective's labels."""
     logits = gaussian_logits(x, kernel, sigma=0.5).requires_grad_(True)
     size = (math.ceil(x.shape[2] / coarse), math.ceil(x.shape[3] / coarse))
@@ -99,6 +101,7 @@ def _lf_run(model, x, y, loss_fn, eps, norm, steps, eot, kernel, coarse, range_s
     for step in steps_bar(range(steps + 1), progress, f"LF-{steps} EOT-{eot}"):
         x_adv = candidate()
         _, failed, grads = _per_draw(model, x_adv, y, eot, loss_fn)
+        record(log, failed)
         failures = failed.sum(dim=0)
         better = failures >= best_failures
         best[better], best_failures[better] = x_adv.detach()[better], failures[better]
@@ -127,12 +130,14 @@ class LowFrequencySettings(LossOptions):
     filter_step: PositiveFloat = Field(0.5, description="signed step of the filter logits")
 
     def run(self, model, x, y, generator):
-        return low_frequency(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
-                             eot=self.eot, kernel=self.kernel, coarse=self.coarse,
-                             range_sigma=self.range_sigma, step_size=self.step_size,
-                             filter_step=self.filter_step, generator=generator,
-                             loss=self.loss, targets=self.targets(model, x, y),
-                             restarts=self.restarts)
+        log = DrawLog.for_target(model, len(x), x.device)
+        x_adv = low_frequency(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                              eot=self.eot, kernel=self.kernel, coarse=self.coarse,
+                              range_sigma=self.range_sigma, step_size=self.step_size,
+                              filter_step=self.filter_step, generator=generator,
+                              loss=self.loss, targets=self.targets(model, x, y),
+                              restarts=self.restarts, log=log)
+        return AttackOutput.logged(x_adv, log)
 
     def label_parts(self) -> list[str]:
         return self.objective_parts() + [self.eps_label(), f"{self.steps} steps", f"EOT {self.eot}",

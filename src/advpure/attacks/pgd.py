@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_positive
 from .base import NormBallAttack, check_attack_inputs
+from .drawlog import AttackOutput, DrawLog
 from .eot import Model, eot_loss_and_grad
 from .losses import LOSS_NAMES, Loss, labels_for, objective, runner_up
 from .restarts import with_restarts
@@ -44,7 +45,7 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
         steps: int = 20, step_size: float | None = None, eot: int = 1,
         random_init: bool = True, generator: torch.Generator | None = None,
         progress: bool = False, loss: str | Loss = "ce", targets: torch.Tensor | None = None,
-        restarts: int = 1) -> torch.Tensor:
+        restarts: int = 1, log: DrawLog | None = None) -> torch.Tensor:
     """Maximize the EOT ``loss`` of ``model`` within the ε-ball; returns the last iterate.
 
     ``loss``: ce | cw | dlr (``losses.py``), targeted toward ``targets`` when they are given;
@@ -54,7 +55,8 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
     ``step_size`` defaults to 2.5·ε/steps. ``generator`` drives the random start only; a
     stochastic ``model`` (a PurifiedClassifier) draws its own noise on every call.
     ``restarts`` > 1 runs again from new random starts on the images not yet broken
-    (``restarts.py``).
+    (``restarts.py``). ``log`` records the images some draw of some iterate misclassified
+    (``drawlog.py``).
     """
     named = isinstance(loss, str)
     y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps, labels=named)
@@ -65,18 +67,18 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
     objective_fn = objective(loss, targets is not None) if named else loss
     x = x.detach()
 
-    def once(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def once(x: torch.Tensor, labels: torch.Tensor, log: DrawLog | None) -> torch.Tensor:
         x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
         for _ in tqdm(range(steps), desc=f"PGD-{steps} EOT-{eot}", disable=not progress,
                       leave=False):
-            _, grad = eot_loss_and_grad(model, x_adv, labels, eot, objective_fn)
+            _, grad = eot_loss_and_grad(model, x_adv, labels, eot, objective_fn, log)
             direction = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
             x_adv = project(x_adv + alpha * direction, x, eps, norm)
         return x_adv.detach()
     labels = labels_for(y, targets) if named else y
     if restarts == 1:
-        return once(x, labels)
-    return with_restarts(once, model, x, labels, restarts, eot)
+        return once(x, labels, log)
+    return with_restarts(once, model, x, labels, restarts, eot, log)
 
 
 class LossOptions(NormBallAttack):
@@ -124,10 +126,12 @@ class PGDSettings(IterativeAttack, LossOptions):
     eot: PositiveInt = Field(1, description="EOT copies per gradient")
 
     def run(self, model, x, y, generator):
-        return pgd(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
-                   step_size=self.step_size, eot=self.eot, random_init=self.random_init,
-                   generator=generator, loss=self.loss, targets=self.targets(model, x, y),
-                   restarts=self.restarts)
+        log = DrawLog.for_target(model, len(x), x.device)
+        x_adv = pgd(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                    step_size=self.step_size, eot=self.eot, random_init=self.random_init,
+                    generator=generator, loss=self.loss, targets=self.targets(model, x, y),
+                    restarts=self.restarts, log=log)
+        return AttackOutput.logged(x_adv, log)
 
     def label_parts(self) -> list[str]:
         return self.objective_parts() + super().label_parts()

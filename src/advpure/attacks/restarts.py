@@ -13,10 +13,12 @@ from collections.abc import Callable
 
 import torch
 
+from .drawlog import DrawLog, record
 from .eot import Model
 from .losses import failed
 
-AttackOnce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (x, labels) -> x_adv
+AttackOnce = Callable[[torch.Tensor, torch.Tensor, DrawLog | None], torch.Tensor]
+# (x, labels, the log of those images) -> x_adv
 
 
 def failed_draws(model: Model, x: torch.Tensor, labels: torch.Tensor, draws: int
@@ -29,20 +31,25 @@ def failed_draws(model: Model, x: torch.Tensor, labels: torch.Tensor, draws: int
 
 
 def with_restarts(attack_once: AttackOnce, model: Model, x: torch.Tensor,
-                  labels: torch.Tensor, restarts: int, draws: int) -> torch.Tensor:
-    """``attack_once`` run ``restarts`` times (see the module doc); one run without scoring."""
+                  labels: torch.Tensor, restarts: int, draws: int,
+                  log: DrawLog | None = None) -> torch.Tensor:
+    """``attack_once`` run ``restarts`` times (see the module doc); one run without scoring.
+    ``log`` sees every run's draws and the scoring draws."""
     if not (isinstance(restarts, int) and restarts >= 1):
         raise ValueError(f"restarts: expected a whole number >= 1, found {restarts!r}")
-    best = attack_once(x, labels).detach()
+    best = attack_once(x, labels, log).detach()
     if restarts == 1:
         return best
     score = failed_draws(model, best, labels, draws)
+    record(log, score > 0)
     for _ in range(restarts - 1):
         todo = (score < draws).nonzero()[:, 0]
         if len(todo) == 0:
             break
-        candidate = attack_once(x[todo], labels[todo]).detach()
+        part = None if log is None else log.subset(todo)
+        candidate = attack_once(x[todo], labels[todo], part).detach()
         candidate_score = failed_draws(model, candidate, labels[todo], draws)
+        record(part, candidate_score > 0)
         better = candidate_score > score[todo]
         best[todo[better]], score[todo[better]] = candidate[better], candidate_score[better]
     return best

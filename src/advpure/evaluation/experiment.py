@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..accelerate import accelerated
+from ..attacks.drawlog import AttackOutput
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
 from ..purifiers import DefenseSettings, Models, Resized
@@ -94,10 +95,11 @@ def predict_draws(model: nn.Module, x: torch.Tensor, draws: int) -> torch.Tensor
 
 
 def _outcomes(seed: int, attack: str, indices: torch.Tensor, y: torch.Tensor,
-              predictions: torch.Tensor, seconds: float,
-              x_adv: torch.Tensor | None = None) -> list[Outcome]:
+              predictions: torch.Tensor, seconds: float, x_adv: torch.Tensor | None = None,
+              broken: torch.Tensor | None = None) -> list[Outcome]:
     return [Outcome(seed, attack, int(i), int(label), tuple(predictions[:, k].tolist()),
-                    seconds / len(y), None if x_adv is None else x_adv[k])
+                    seconds / len(y), None if x_adv is None else x_adv[k],
+                    None if broken is None else bool(broken[k]))
             for k, (i, label) in enumerate(zip(indices, y))]
 
 
@@ -118,10 +120,11 @@ def evaluate_batch(cfg: EvalConfig, defense: Defense, classifier: nn.Module, att
         if attack is None:
             break
         began = time.perf_counter()
-        x_adv = attack.run(attack.target(defense, classifier, defense_gen), xb, yb, attack_gen)
-        predictions = predict_draws(model, x_adv, cfg.draws)
+        result = AttackOutput.of(attack.run(attack.target(defense, classifier, defense_gen),
+                                            xb, yb, attack_gen))
+        predictions = predict_draws(model, result.x_adv, cfg.draws)
         outcomes += _outcomes(seed, attack.key(), ib, yb, predictions,
-                              time.perf_counter() - began, x_adv.detach())
+                              time.perf_counter() - began, result.x_adv.detach(), result.broken)
     return outcomes
 
 

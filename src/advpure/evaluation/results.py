@@ -12,7 +12,7 @@ from .stats import accuracy_summary, papers_rule, worst_case
 from .store import Outcome
 
 CLEAN = "clean"
-KINDS = ("single_draw", "vote", "all_draws")     # see stats.py
+KINDS = ("single_draw", "vote", "all_draws", "any_iterate")     # see stats.py
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -50,6 +50,11 @@ class EvalResult:
         for o in self.outcomes:
             totals[o.seed] = totals.get(o.seed, 0.0) + o.seconds
         return totals
+
+    def logged_attacks(self) -> set[str]:
+        """The attacks whose outcomes say whether a draw they scored erred (DiffHammer's rule
+        counts those; for the others it is the all-draws accuracy)."""
+        return {o.attack for o in self.outcomes if o.attack_broken is not None}
 
     def attack_seconds(self) -> dict[str, float]:
         """Compute time per attack (and clean), mean over seeds: what each attack cost."""

@@ -10,6 +10,10 @@ R independent purification draws. From those:
 - **all-draws accuracy** (N-evaluation, DiffHammer, Wang et al. 2024): the image counts as
   robust only if every one of the R draws predicts the true label — the resubmission risk: an
   attacker who may submit the image R times wins if any purification errs;
+- **any draw of any iterate** (DiffHammer's code, attacker.py 117-141): also wrong when some
+  draw the attack scored on its way (any iterate, any draw) erred — the all-draws rule of the
+  kept image's R fresh draws *and* of the attack's own history (``attacks/drawlog.py``); for an
+  attack that keeps no such log it is the all-draws accuracy;
 - **worst case over attacks (ours)**: per image, the minimum over attacks of its single-draw
   accuracy, then the mean over images — stricter than the papers' rule, which takes the minimum
   of the attacks' *aggregate* accuracies (DiffPure App. B.2, COUP §5.1; ``papers_rule``).

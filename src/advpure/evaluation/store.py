@@ -26,6 +26,10 @@ Schema (``SCHEMA`` below is the source):
     vote INTEGER                1 when the true label has strictly more votes than any other
     seconds REAL                wall time of the image's batch for this attack, per image
     x_adv BLOB                  the adversarial image as float32 bytes (C·H·W), or NULL
+    attack_broken INTEGER       1 when some draw of some iterate that the attack scored was
+                                misclassified (DiffHammer's N-evaluation rule), 0 when none
+                                was, NULL for clean rows and attacks that keep no such log;
+                                added to stores written before it (``ALTER TABLE``)
 """
 from __future__ import annotations
 
@@ -54,9 +58,11 @@ CREATE TABLE IF NOT EXISTS outcomes (
     run_id TEXT NOT NULL, config_hash TEXT NOT NULL, seed INTEGER NOT NULL,
     attack TEXT NOT NULL, sample_index INTEGER NOT NULL, label INTEGER NOT NULL,
     predictions TEXT NOT NULL, single_draw REAL NOT NULL, vote INTEGER NOT NULL,
-    seconds REAL NOT NULL, x_adv BLOB,
+    seconds REAL NOT NULL, x_adv BLOB, attack_broken INTEGER,
     PRIMARY KEY (run_id, seed, attack, sample_index));
 """
+COLUMNS = ("run_id, config_hash, seed, attack, sample_index, label, predictions, single_draw, "
+           "vote, seconds, x_adv, attack_broken")
 
 
 def config_hash(config_json: str) -> str:
@@ -76,6 +82,7 @@ class Outcome:
     predictions: tuple[int, ...]
     seconds: float
     x_adv: torch.Tensor | None = None
+    attack_broken: bool | None = None      # a draw of an iterate the attack scored erred
 
     @property
     def single_draw(self) -> float:
@@ -89,6 +96,12 @@ class Outcome:
     def all_draws(self) -> bool:
         return all_draws_correct(self.predictions, self.label)
 
+    @property
+    def any_iterate(self) -> bool:
+        """DiffHammer's rule: every fresh draw right and no draw the attack scored on its way
+        wrong (all draws where the attack keeps no log)."""
+        return self.all_draws and not self.attack_broken
+
 
 class RecordStore:
     """A run's SQLite file: ``begin_run`` once, ``add`` batches of outcomes, read them back."""
@@ -98,6 +111,10 @@ class RecordStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.connection = sqlite3.connect(self.path)
         self.connection.executescript(SCHEMA)
+        columns = {row[1] for row in self.connection.execute("PRAGMA table_info(outcomes)")}
+        if "attack_broken" not in columns:                   # a store of an earlier version
+            with self.connection:
+                self.connection.execute("ALTER TABLE outcomes ADD COLUMN attack_broken INTEGER")
 
     def begin_run(self, config_json: str) -> str:
         """Register a run of ``config_json``; returns its run id."""
@@ -117,11 +134,12 @@ class RecordStore:
         rows = [(run_id, digest, o.seed, o.attack, o.sample_index, o.label,
                  json.dumps(list(o.predictions)), o.single_draw, int(o.vote), o.seconds,
                  None if o.x_adv is None else
-                 o.x_adv.detach().cpu().numpy().astype(np.float32).tobytes())
+                 o.x_adv.detach().cpu().numpy().astype(np.float32).tobytes(),
+                 None if o.attack_broken is None else int(o.attack_broken))
                 for o in outcomes]
         with self.connection:
             self.connection.executemany(
-                "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                f"INSERT INTO outcomes ({COLUMNS}) VALUES ({', '.join('?' * 12)})", rows)
 
     def run(self, run_id: str) -> dict:
         row = self.connection.execute(
@@ -150,10 +168,11 @@ class RecordStore:
     def outcomes(self, run_id: str) -> list[Outcome]:
         """Every outcome of ``run_id`` in the order written (images not loaded)."""
         rows = self.connection.execute(
-            "SELECT seed, attack, sample_index, label, predictions, seconds FROM outcomes "
-            "WHERE run_id = ? ORDER BY rowid", (run_id,))
-        return [Outcome(seed, attack, index, label, tuple(json.loads(preds)), seconds)
-                for seed, attack, index, label, preds, seconds in rows]
+            "SELECT seed, attack, sample_index, label, predictions, seconds, attack_broken "
+            "FROM outcomes WHERE run_id = ? ORDER BY rowid", (run_id,))
+        return [Outcome(seed, attack, index, label, tuple(json.loads(preds)), seconds,
+                        attack_broken=None if broken is None else bool(broken))
+                for seed, attack, index, label, preds, seconds, broken in rows]
 
     def disagreements(self, run_id: str) -> list[str]:
         """The rows of ``run_id`` whose stored single-draw or vote column is not what their

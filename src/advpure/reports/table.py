@@ -57,11 +57,15 @@ def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,
 
 KIND_TITLES = {"single_draw": "single-draw accuracy",
                "vote": "vote accuracy (majority of the draws)",
-               "all_draws": "all-draws accuracy (N-evaluation: correct in every draw)"}
+               "all_draws": "all-draws accuracy (N-evaluation: correct in every fresh draw of "
+                            "the kept image)",
+               "any_iterate": "any draw of any iterate (DiffHammer's rule: also wrong where a "
+                              "draw the attack scored on its way erred)"}
 
 
 def _row(cfg: EvalConfig, summary: dict, attacks: list[str]) -> dict[str, str]:
-    """One defense's cells: per kind (single draw, vote, all draws) and accuracy, and the
+    """One defense's cells: per kind (single draw, vote, all draws, any iterate) and accuracy,
+    and the
     compute time of each attack."""
     accuracies = summary["accuracies"]
     row = {"defense": cfg.defense.describe()}
@@ -144,8 +148,11 @@ def table_markdown(table: dict, base: EvalConfig) -> str:
              f"{base.standard_n or 'the whole split'}; {seeds_and_draws(base)} per final "
              "evaluation; accuracies as mean ± "
              "sample std over seeds. Single draw: the fraction of draws that are correct; vote: "
-             "the true label has strictly more votes than any other; all draws (N-evaluation, "
-             "DiffHammer): every draw is correct. Worst case (ours): per image, the minimum over the "
+             "the true label has strictly more votes than any other; all draws (N-evaluation): "
+             "every fresh draw of the kept image is correct; any draw of any iterate "
+             "(DiffHammer's rule): also no draw that the attack scored on its way was wrong "
+             "(for attacks that keep no such log, PGD-free ones such as Square or AutoAttack, "
+             "it is the all-draws accuracy). Worst case (ours): per image, the minimum over the "
              "attacks; AutoAttack (papers' rule): the minimum of the standard and rand versions' "
              "aggregate accuracies. Brackets: 95 % Wilson interval over the images, each image's "
              "correctness averaged over its seeds and draws (the image is the unit)."]

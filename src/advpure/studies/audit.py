@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .. import data
+from ..attacks.drawlog import AttackOutput
 from ..attacks.losses import cw_margin
 from ..evaluation.config import AttackConfig, EvalConfig
 from ..evaluation.experiment import Defense, evaluation_subsets
@@ -157,7 +158,7 @@ class AttackRunner:
             defense_gen, attack_gen = (torch.Generator().manual_seed(s) for s in (1, 2))
             model = t.defended(defense_gen, gradient)
             attacked = t.classifier if attack.name == "transfer" else model
-            x_adv = attack.run(attacked, t.x, t.y, attack_gen)
+            x_adv = AttackOutput.of(attack.run(attacked, t.x, t.y, attack_gen)).x_adv
             self.cache[key] = self.predict(x_adv)
         return self.cache[key]
 
