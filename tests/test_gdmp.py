@@ -102,4 +102,5 @@ def test_evaluate_runs_gdmp_under_diffattack(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["config"]["defense"]["name"] == "gdmp"
-    assert set(summary["accuracies"]["robust"]) == {"single_draw", "vote", "all_draws"}
+    assert set(summary["accuracies"]["robust"]) == {"single_draw", "vote", "all_draws",
+                                                          "any_iterate"}

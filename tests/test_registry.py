@@ -63,7 +63,7 @@ def test_a_registered_purifier_and_attack_are_flags(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(TESTS), "evaluate", "--help"],
                          capture_output=True, text=True, env=env, check=True).stdout
     assert "--sigma" in out and "blur: standard deviation of the Gaussian" in out
-    assert "gdmp | blur" in out and "lf | noise" in out
+    assert "gdmp | lm | blur" in out and "lf | noise" in out
 
 
 def test_the_table_keeps_every_common_option_for_every_row():

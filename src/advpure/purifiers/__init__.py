@@ -7,6 +7,7 @@ from .coup import COUP, COUP_PRESETS, COUPSettings
 from .diffpure import DiffPure, DiffPureSettings
 from .gdmp import GDMP, GDMPSettings
 from .hetero import HeteroPure, HeteroSettings
+from .lm import LM, LMSettings
 from .resized import Resized
 
 PURIFIERS: dict[str, type[DefenseSettings]] = registry(   # name -> settings; one line each
@@ -16,10 +17,11 @@ PURIFIERS: dict[str, type[DefenseSettings]] = registry(   # name -> settings; on
     AGDMSettings,
     HeteroSettings,
     GDMPSettings,
+    LMSettings,
     ModuleDefense,
 )
 
 __all__ = ["AGDM", "AGDMSettings", "COUP", "COUPSettings", "COUP_PRESETS", "DefenseSettings",
-           "DiffPure", "DiffPureSettings", "GDMP", "GDMPSettings", "HeteroPure", "HeteroSettings", "Models",
+           "DiffPure", "DiffPureSettings", "GDMP", "GDMPSettings", "HeteroPure", "HeteroSettings", "LM", "LMSettings", "Models",
            "ModuleDefense",
            "NoDefense", "PURIFIERS", "PurifierSettings", "Resized"]
