@@ -4,7 +4,7 @@ attacks as "LM")."""
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
@@ -34,6 +34,7 @@ class LMSettings(PurifierSettings):
     beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam's β2")
 
     continuous_time = False
+    has_solver: ClassVar[bool] = False      # no dt: the table does not carry one over
 
     @model_validator(mode="after")
     def _sigmas_ordered(self):

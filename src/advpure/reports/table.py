@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..evaluation.config import DefenseConfig, EvalConfig
 from ..evaluation.stats import paired_difference, paired_sign_test
-from ..purifiers import PurifierSettings
+from ..purifiers import PURIFIERS, PurifierSettings
 from .report import ci, note_line, pct, seeds_and_draws
 from .sweep import run_or_resume
 
@@ -29,7 +29,9 @@ def defense_for(base: EvalConfig, name: str) -> EvalConfig:
     if name == base.defense.name:
         return base
     given = base.defense.model_dump()
-    common = {f: given[f] for f in COMMON if f in given} if name != "none" else {}
+    solver = getattr(PURIFIERS[name], "has_solver", True)        # LM takes no dt
+    common = {f: given[f] for f in COMMON if f in given and (solver or f != "dt")} \
+        if name != "none" else {}
     return base.replace(defense=DefenseConfig(name=name, **common))
 
 
