@@ -30,7 +30,7 @@ from advpure.attacks.hammer_authors import (
 from advpure.attacks.losses import runner_up
 from advpure.attacks.restarts import with_restarts
 from advpure.defense import PurifiedClassifier
-from advpure.diffusion import DiscreteSchedule
+from advpure.diffusion import DiscreteSchedule, PerSampleNoise
 from advpure.purifiers import DiffPure
 from conftest import tiny_cnn, tiny_unet
 
@@ -278,8 +278,8 @@ def test_gdmp_authors_code_runs_under_attack_and_refuses_the_papers_options(digi
     x, y = digits_batch
     with pytest.raises(ValueError, match="takes no option guidance_scale"):
         GDMPSettings(variant="authors-code", guidance_scale=10.0)
-    with pytest.raises(ValueError, match="takes no option rounds"):
-        GDMPSettings(rounds=2)
+    assert GDMPSettings(variant="authors-code").describe() == \
+        "gdmp(t*=0.036, dt=0.006, ε=0.0314, authors' code) 4 rounds"
     gdmp = GDMP(tiny_unet(), variant="authors-code", guidance_eps=0.2)
     defense = PurifiedClassifier(gdmp, tiny_cnn(), torch.Generator().manual_seed(0),
                                  gradient="checkpoint")
@@ -367,3 +367,23 @@ def test_reports_give_both_n_evaluation_rules_named(tmp_path):
         rows = {r["accuracy"]: r for r in csv.DictReader(f)}
     for row in rows.values():
         assert float(row["any_iterate_mean"]) <= float(row["all_draws_mean"]) + 1e-12
+
+
+def test_multi_round_purification_repeats_the_purifier_with_one_noise_source(digits_batch):
+    from advpure.evaluation.config import DefenseConfig
+    from advpure.evaluation.experiment import build_purifier
+    from advpure.purifiers import Repeated
+
+    x, _ = digits_batch
+    cfg = DefenseConfig(name="diffpure", dt=0.05, rounds=3, diffusion="builtin:digits-unet")
+    assert cfg.describe() == "diffpure(t*=0.1, dt=0.05) 3 rounds"
+    from advpure.models import load_classifier
+    purifier = build_purifier(cfg, load_classifier("builtin:digits-cnn"))
+    assert isinstance(purifier, Repeated) and purifier.rounds == 3
+    noise = PerSampleNoise.from_seeds(range(len(x)))
+    again = PerSampleNoise.from_seeds(range(len(x)))
+    with torch.no_grad():
+        by_hand = x
+        for _ in range(3):
+            by_hand = purifier.purifier(by_hand, again)
+        torch.testing.assert_close(purifier(x, noise), by_hand, rtol=0, atol=0)

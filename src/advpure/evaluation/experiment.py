@@ -12,7 +12,7 @@ from ..accelerate import accelerated
 from ..attacks.drawlog import AttackOutput
 from ..defense import PurifiedClassifier
 from ..models import load_classifier, load_diffusion
-from ..purifiers import DefenseSettings, Models, Resized
+from ..purifiers import DefenseSettings, Models, Repeated, Resized
 from .config import EvalConfig
 from .results import CLEAN
 from .store import Outcome
@@ -24,7 +24,8 @@ def build_purifier(cfg: DefenseSettings, classifier: nn.Module,
 
     ``classifier`` is the defended classifier (COUP's guidance unless the settings name another,
     the heterogeneous purifier's mask source); ``eps_model`` reuses an already loaded diffusion
-    model. With ``purify_size`` the purifier runs at that resolution (``Resized``: DiffPure's
+    model. With ``rounds`` > 1 it runs that many times in a row (``Repeated``; GDMP runs its
+    rounds itself); with ``purify_size`` at that resolution (``Resized``: DiffPure's
     224 → 256 → 224 on ImageNet).
     """
     if cfg.name == "none":
@@ -33,6 +34,8 @@ def build_purifier(cfg: DefenseSettings, classifier: nn.Module,
         eps_model = accelerated(load_diffusion(cfg.diffusion), cfg.precision, cfg.compile,
                                 cfg.channels_last)
     purifier = cfg.build(Models(eps_model, classifier, load_classifier))
+    if cfg.rounds > 1 and not getattr(cfg, "runs_rounds", False):
+        purifier = Repeated(purifier, cfg.rounds)
     return purifier if cfg.purify_size is None else Resized(purifier, cfg.purify_size)
 
 

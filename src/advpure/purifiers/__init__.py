@@ -8,6 +8,7 @@ from .diffpure import DiffPure, DiffPureSettings
 from .gdmp import GDMP, GDMPSettings
 from .hetero import HeteroPure, HeteroSettings
 from .lm import LM, LMSettings
+from .repeated import Repeated
 from .resized import Resized
 
 PURIFIERS: dict[str, type[DefenseSettings]] = registry(   # name -> settings; one line each
@@ -24,4 +25,4 @@ PURIFIERS: dict[str, type[DefenseSettings]] = registry(   # name -> settings; on
 __all__ = ["AGDM", "AGDMSettings", "COUP", "COUPSettings", "COUP_PRESETS", "DefenseSettings",
            "DiffPure", "DiffPureSettings", "GDMP", "GDMPSettings", "HeteroPure", "HeteroSettings", "LM", "LMSettings", "Models",
            "ModuleDefense",
-           "NoDefense", "PURIFIERS", "PurifierSettings", "Resized"]
+           "NoDefense", "PURIFIERS", "PurifierSettings", "Repeated", "Resized"]

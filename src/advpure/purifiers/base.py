@@ -18,8 +18,8 @@ from ..models.contract import require_kind
 from ..settings import Named, validation_errors
 
 DEFENSE_FIELDS = ("diffusion", "gradient", "surrogate_dt", "ensemble", "ensemble_rule",
-                  "purify_size", "memory_budget", "rows_per_pass", "precision", "compile",
-                  "channels_last")    # fields of the defense around a purifier, not of its module
+                  "rounds", "purify_size", "memory_budget", "rows_per_pass", "precision",
+                  "compile", "channels_last")    # fields of the defense around a purifier, not of its module
 
 
 def to_centered(x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +107,8 @@ class PurifierSettings(DefenseSettings):
                                   "(Pei et al. Algorithm 3)")
     ensemble_rule: Literal[ENSEMBLE_RULES] = Field("mean", description="mean of the S outputs "
                                                    "| majority vote")
+    rounds: PositiveInt = Field(1, description="multi-round purification: purify r times in a "
+                                "row, each round noising the last round's output afresh")
     purify_size: PositiveInt | None = Field(None, description="purify at size×size and resize "
                                             "back (ImageNet guided diffusion: 256)")
     memory_budget: str | None = Field(None, description="checkpoint gradient: keep the graphs "
@@ -180,6 +182,8 @@ class PurifierSettings(DefenseSettings):
     def describe(self) -> str:
         """'diffpure-ddim(t*=0.1±0.02, dt=0.01, ddim_eta=0.5) ×4 mean [checkpoint gradient]'."""
         body = f"{self.label()}({', '.join(self.describe_options())})"
+        if self.rounds > 1:
+            body += f" {self.rounds} rounds"
         if self.ensemble > 1:
             body += f" ×{self.ensemble} {self.ensemble_rule}"
         if self.purify_size is not None:

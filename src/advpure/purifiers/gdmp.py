@@ -2,10 +2,10 @@
 DDPM purification whose reverse steps are guided toward the input."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
 from torch import nn
 
 from .._checks import check_images
@@ -50,10 +50,9 @@ class GDMPSettings(PurifierSettings):
                                        "code) | authors-code (Ka1b0/DiffHammer @ 1010822: 4 "
                                        "rounds of level 36 in steps of 6, shift −k(x − ref), "
                                        "uniform reference noise)")
-    rounds: PositiveInt = Field(1, description="authors-code: purification rounds, each "
-                                "noising the last round's output again (upstream: 4)")
 
     continuous_time = False
+    runs_rounds: ClassVar[bool] = True      # ``rounds`` in [−1, 1], unclamped between them
 
     @model_validator(mode="before")
     @classmethod
@@ -65,7 +64,7 @@ class GDMPSettings(PurifierSettings):
 
     @model_validator(mode="after")
     def _variant_options(self):
-        foreign = PAPER_ONLY if self.variant == "authors-code" else {"rounds"}
+        foreign = PAPER_ONLY if self.variant == "authors-code" else set()
         given = sorted(f for f in foreign if getattr(self, f) != self.default(f))
         if given:
             raise ValueError(f"gdmp variant {self.variant!r} takes no option {', '.join(given)}"
@@ -73,12 +72,12 @@ class GDMPSettings(PurifierSettings):
         return self
 
     def unused_options(self) -> set[str]:
-        return PAPER_ONLY if self.variant == "authors-code" else {"rounds"}
+        return PAPER_ONLY if self.variant == "authors-code" else set()
 
     def describe_options(self) -> list[str]:
         if self.variant == "authors-code":
-            return [f"t*={self.t_star:g}", f"dt={self.dt:g}", f"{self.rounds} rounds",
-                    f"ε={self.guidance_eps:.3g}", "authors' code"]
+            return [f"t*={self.t_star:g}", f"dt={self.dt:g}", f"ε={self.guidance_eps:.3g}",
+                    "authors' code"]
         parts = [f"t*={self.t_star:g}", f"{self.guidance} a={self.guidance_scale:g}",
                  f"dt={self.dt:g}"]
         shown = {"guidance_eps": "ε", "ddpm_variance": "variance", "clip_denoised": "clip x̂0"}
@@ -150,38 +149,34 @@ class GDMP(nn.Module):
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
                 gradient: str = "exact", callback: Callback | None = None) -> torch.Tensor:
-        """Purify ``x`` (N×C×H×W in [0, 1]); ``gradient``: exact | checkpoint."""
+        """Purify ``x`` (N×C×H×W in [0, 1]) in ``rounds`` rounds, the state kept in [−1, 1]
+        between them (unclamped, as the authors' code); ``gradient``: exact | checkpoint."""
         check_images(x)
-        s = self.settings
         noise = as_noise_source(noise, x)
-        x_in = to_centered(x)
+        state = to_centered(x)
+        for _ in range(self.settings.rounds):
+            state = self.one_round(state, noise, gradient, callback)
+        return from_centered(state)
+
+    def one_round(self, x_in: torch.Tensor, noise: NoiseSource, gradient: str,
+                  callback: Callback | None) -> torch.Tensor:
+        """Noise the round's input x_in to level t* with fresh ε, then the guided steps back
+        (the paper's guided toward x_in; the authors' code toward the noised x_{t*})."""
+        s = self.settings
         t_star = self.schedule.snap(torch.tensor(s.t_star))
         x_t = add_noise(x_in, t_star, noise.randn_like(x_in), self.schedule)
-        run = dict(t_start=float(t_star), dt=s.dt, noise=noise, gradient=gradient,
-                   callback=callback)
-        if s.variant == "authors-code":
-            return from_centered(self.authors_rounds(x_in, t_star, noise, gradient, callback))
+        grid = self.schedule.grid(float(t_star), 0.0, s.dt)
+        run = dict(gradient=gradient, callback=callback)
+        if s.variant == "authors-code":                      # defense/diffpure.py 79-96
+            return run_steps(self.authors_step, x_t, grid, MultiDraw(noise, 2),
+                             context=(x_t,), **run)
         if s.guidance_scale == 0:
-            return from_centered(ddpm(self.model, x_t, self.schedule, variance=self.variance,
-                                      clip_denoised=s.clip_denoised, **run))
-        grid = self.schedule.grid(float(t_star), 0.0, s.dt)
+            return ddpm(self.model, x_t, self.schedule, variance=self.variance,
+                        clip_denoised=s.clip_denoised, t_start=float(t_star), dt=s.dt,
+                        noise=noise, **run)
         draws = 2 if s.guidance == "mse" else 1                 # + ε' of the diffused input
-        x_0 = run_steps(self.guided_step(grid), x_t, grid, MultiDraw(noise, draws),
-                        gradient=gradient, callback=callback, context=(x_in,))
-        return from_centered(x_0)
-
-    def authors_rounds(self, x_in: torch.Tensor, t_star: torch.Tensor, noise: NoiseSource,
-                       gradient: str, callback: Callback | None) -> torch.Tensor:
-        """``rounds`` times: noise to level t* with fresh ε, then the authors' guided DDPM steps
-        (defense/diffpure.py 79-96); the state stays in [−1, 1] between rounds, unclamped."""
-        s = self.settings
-        grid = self.schedule.grid(float(t_star), 0.0, s.dt)
-        state = x_in
-        for _ in range(s.rounds):
-            x_start = add_noise(state, t_star, noise.randn_like(state), self.schedule)
-            state = run_steps(self.authors_step, x_start, grid, MultiDraw(noise, 2),
-                              gradient=gradient, callback=callback, context=(x_start,))
-        return state
+        return run_steps(self.guided_step(grid), x_t, grid, MultiDraw(noise, draws),
+                         context=(x_in,), **run)
 
     def authors_shift(self, t: float, t_next: float) -> float:
         """k_n = σ_n · 2e-3 · √(1 − ᾱ_n) / (ε √ᾱ_n), σ_n the step's noise scale (η = 1) and ε
