@@ -148,7 +148,7 @@ def test_the_authors_loop_stays_in_the_ball_and_logs_every_image(digits_batch, e
 
 def test_the_authors_variant_needs_a_diffusion_chain(digits_batch):
     x, y = digits_batch
-    with pytest.raises(ValueError, match="diffusion chain"):
+    with pytest.raises(ValueError, match="purified classifier"):
         diffhammer_authors(tiny_cnn(), x[:2], y[:2], eps=0.1, steps=1)
 
 

@@ -104,4 +104,4 @@ def test_cli_rejects_unknown_defense_name():
     assert result.exit_code != 0
     output = " ".join(result.output.replace("│", " ").split())
     assert ("defense: expected a purifier name among none, diffpure, coup, agdm, hetero, gdmp, "
-            "found 'magic'") in output
+            "lm, found 'magic'") in output

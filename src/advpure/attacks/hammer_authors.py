@@ -45,7 +45,8 @@ import torch
 from torch.nn import functional as F
 
 from ..defense import PurifiedClassifier
-from ..diffusion import PerSampleNoise
+from ..diffusion import SOLVER_GRADIENTS, PerSampleNoise
+from ..purifiers.lm import LM
 from .base import check_attack_inputs
 from .losses import cross_entropy, cw_margin, dlr_loss
 from .pgd import project
@@ -286,6 +287,23 @@ def _round_pullback(purifier, fine: list, chain: Chain, g: torch.Tensor, stride:
     return g * levels[0].sqrt() + scalar - pulled_by_reference
 
 
+def runs_a_chain(purifier) -> bool:
+    """A purifier whose backward the authors' code replays as a DDPM chain (DiffPure, GDMP;
+    not LM, whose own backward the code takes)."""
+    return hasattr(purifier, "schedule") and not isinstance(getattr(purifier, "purifier",
+                                                                       purifier), LM)
+
+
+def replayed_backward(model: PurifiedClassifier, x_adv: torch.Tensor, noise: ReplayNoise,
+                      g: torch.Tensor) -> torch.Tensor:
+    """g pulled back through one purification with ``noise`` under the defense's gradient mode
+    (LM: the code's ``gradient`` with ``g0`` differentiates its purification, here exactly)."""
+    x_in = x_adv.detach().requires_grad_(True)
+    purified = model.purifier(x_in, noise, gradient=model.gradient)
+    (grad,) = torch.autograd.grad(purified, x_in, g)
+    return grad
+
+
 def grafted_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, draws: Draws,
                      weighted: torch.Tensor, chosen: torch.Tensor, stride: int,
                      deviation: bool = False) -> torch.Tensor:
@@ -293,7 +311,11 @@ def grafted_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, draws: Draw
     (attacker.py 244-251 with ``gradient(..., g0)``)."""
     total = torch.zeros_like(x_adv)
     for r, picks in zip(weighted, chosen):
-        chain = run_chain(model.purifier, x_adv, replay_noise(draws, picks, x_adv.device))
+        noise = replay_noise(draws, picks, x_adv.device)
+        if not runs_a_chain(model.purifier):
+            total += replayed_backward(model, x_adv, noise, r.view_as(x_adv))
+            continue
+        chain = run_chain(model.purifier, x_adv, noise)
         total += coarse_pullback(model.purifier, chain, r.view_as(x_adv), stride, deviation)
     return total / len(chosen)
 
@@ -301,9 +323,15 @@ def grafted_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, draws: Draw
 def fresh_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, y: torch.Tensor, loss_fn,
                    stride: int, deviation: bool, generator: torch.Generator) -> torch.Tensor:
     """The attack without EM (n_eot = 1): a fresh draw, the classifier's own gradient at its
-    output pulled back along the coarse chain (``gradient(..., g0=None)``)."""
-    chain = run_chain(model.purifier, x_adv,
-                      fresh_noise(generator, x_adv.shape[0], x_adv.device))
+    output pulled back along the coarse chain (``gradient(..., g0=None)``; a purifier without
+    a chain, LM: through its own purification under the defense's gradient mode)."""
+    noise = fresh_noise(generator, x_adv.shape[0], x_adv.device)
+    if not runs_a_chain(model.purifier):
+        x_in = x_adv.detach().requires_grad_(True)
+        purified = model.purifier(x_in, noise, gradient=model.gradient)
+        (grad,) = torch.autograd.grad(loss_fn(model.classifier(purified), y).sum(), x_in)
+        return grad
+    chain = run_chain(model.purifier, x_adv, noise)
     purified = ((chain.output + 1) / 2).requires_grad_(True)
     (g,) = torch.autograd.grad(loss_fn(model.classifier(purified), y).sum(), purified)
     return coarse_pullback(model.purifier, chain, g, stride, deviation)
@@ -404,10 +432,13 @@ def diffhammer_authors(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tens
     """DiffHammer as the authors' code runs it (the module doc); returns the kept images and
     the upstream N-evaluation log (``AuthorsHistory``). ``em`` off and ``deviation`` on is
     their DiffAttack (``DIFF_ATTACK True``, ``EM False``)."""
-    if not isinstance(model, PurifiedClassifier) or not hasattr(model.purifier, "schedule"):
-        raise ValueError("variant 'authors-code': expected a purified classifier "
-                         "whose purifier runs a diffusion chain (diffpure, gdmp); its grafted "
-                         "backward replays that chain")
+    if not isinstance(model, PurifiedClassifier) or model.gradient not in SOLVER_GRADIENTS:
+        raise ValueError("variant 'authors-code': expected a purified classifier under a solver "
+                         "gradient (exact, checkpoint); the grafted backward replays its "
+                         "purifier")
+    if deviation and not runs_a_chain(model.purifier):
+        raise ValueError("diffattack variant 'authors-code': its deviation term is defined on "
+                         "a diffusion chain (diffpure, gdmp), which this purifier does not run")
     y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
     if optimizer not in AUTHORS_OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {' | '.join(AUTHORS_OPTIMIZERS)}, found "

@@ -35,12 +35,23 @@ def defense_for(base: EvalConfig, name: str) -> EvalConfig:
     return base.replace(defense=DefenseConfig(name=name, **common))
 
 
+def run_directories(defenses: list[EvalConfig]) -> list[str]:
+    """One run directory per row, named by its defense: 'gdmp', then 'gdmp-2', … where a
+    purifier appears more than once (its variants)."""
+    names, seen = [], {}
+    for cfg in defenses:
+        name = cfg.defense.name
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return names
+
+
 def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,
               progress: bool = True, executor=None) -> dict:
     """Evaluate every config in ``defenses`` (one run directory each) and write table.md,
     table.csv and table.json into ``out_dir``."""
-    summaries = [run_or_resume(cfg, out_dir / cfg.defense.name, progress, executor)
-                 for cfg in defenses]
+    summaries = [run_or_resume(cfg, out_dir / name, progress, executor)
+                 for cfg, name in zip(defenses, run_directories(defenses))]
     attacks = [a.key() for a in base.resolved_attacks()]
     rows = [_row(cfg, s, attacks) for cfg, s in zip(defenses, summaries)]
     table = {"note": base.note, "attacks": attacks, "rows": rows,
