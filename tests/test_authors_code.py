@@ -387,3 +387,57 @@ def test_multi_round_purification_repeats_the_purifier_with_one_noise_source(dig
         for _ in range(3):
             by_hand = purifier.purifier(by_hand, again)
         torch.testing.assert_close(purifier(x, noise), by_hand, rtol=0, atol=0)
+
+
+def test_transfer_tricks_by_hand():
+    from advpure.attacks.transfer_tricks import l1_momentum, rescale_randomly, smooth
+
+    delta = torch.zeros(1, 1, 5, 5)
+    delta[0, 0, 2, 2] = 1.0
+    blurred = smooth(delta)[0, 0, 1:4, 1:4]
+    g1 = torch.exp(-torch.tensor([1.0, 0.0, 1.0]) * 1.5)              # σ² = 1/3
+    torch.testing.assert_close(blurred, torch.outer(g1, g1) / g1.sum() ** 2)
+    g = torch.tensor([[[[1.0, -3.0]]], [[[2.0, 2.0]]]])
+    torch.testing.assert_close(l1_momentum(torch.ones_like(g), g, 0.5),
+                               0.5 + g / torch.tensor([4.0, 4.0]).view(2, 1, 1, 1))
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = rescale_randomly(x, torch.Generator().manual_seed(1))
+    unchanged = (out - x).flatten(1).abs().max(1).values < 1e-6
+    assert 16 < int(unchanged.sum()) < 48                              # p = ½ per image
+
+
+@pytest.mark.parametrize("tricks", [dict(momentum=1.0), dict(input_diversity=True),
+                                    dict(smooth_gradient=True)])
+def test_pgd_with_each_trick_stays_in_the_ball(digits_batch, tricks):
+    x, y = digits_batch
+    x_adv = pgd(defended(), x[:3], y[:3], eps=0.1, steps=2, eot=2, **tricks,
+                generator=torch.Generator().manual_seed(1))
+    assert float((x_adv - x[:3]).abs().max()) <= 0.1 + 1e-6
+    assert not torch.equal(x_adv, pgd(defended(), x[:3], y[:3], eps=0.1, steps=2, eot=2,
+                                      generator=torch.Generator().manual_seed(1)))
+
+
+def test_the_authors_vmi_is_their_pgd_with_step_two_eps_over_steps(digits_batch):
+    """The code's VMI computes its momentum but steps along the raw gradient."""
+    x, y = digits_batch
+    kw = dict(eps=0.1, steps=3, restarts=1, draws=2)
+    vmi, _ = diffhammer_authors(defended(seed=3), x[:3], y[:3], optimizer="vmi",
+                                generator=torch.Generator().manual_seed(1), **kw)
+    pgd_run, _ = diffhammer_authors(defended(seed=3), x[:3], y[:3], optimizer="pgd",
+                                    pgd_step=2 * 0.1 / 3,
+                                    generator=torch.Generator().manual_seed(1), **kw)
+    torch.testing.assert_close(vmi, pgd_run)
+
+
+@pytest.mark.parametrize("options", [dict(optimizer="svre"),
+                                     dict(optimizer="pgd", momentum=1.0, input_diversity=True,
+                                          smooth_gradient=True)])
+def test_the_authors_svre_and_pgd_with_mdt_run_in_the_ball(digits_batch, options):
+    x, y = digits_batch
+    x_adv, history = diffhammer_authors(defended(), x[:3], y[:3], eps=0.1, steps=2,
+                                        restarts=1, draws=2, **options,
+                                        generator=torch.Generator().manual_seed(1))
+    assert float((x_adv - x[:3]).abs().max()) <= 0.1 + 1e-6
+    assert history.any_failed.dtype == torch.bool
+    with pytest.raises(ValueError, match="authors-code pgd optimizer"):
+        DiffHammerSettings(variant="authors-code", momentum=1.0)

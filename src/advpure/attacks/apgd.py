@@ -21,7 +21,7 @@ from .base import check_attack_inputs, steps_bar
 from .drawlog import AttackOutput, DrawLog
 from .eot import Model, eot_loss_and_grad
 from .losses import labels_for, objective
-from .pgd import LossOptions, _flat_norm, project, random_start
+from .pgd import LossOptions, _flat_norm, project, random_start, restarts_label
 from .restarts import with_restarts
 
 MOMENTUM, RHO = 0.75, 0.75
@@ -117,6 +117,6 @@ class APGDSettings(LossOptions):
 
     def label_parts(self) -> list[str]:
         extra = (["targeted"] if self.targeted else []) + (
-            [f"{self.restarts} restarts"] if self.restarts > 1 else [])
+            [restarts_label(self.restarts)] if self.restarts > 1 else [])
         parts = [self.loss, *extra, self.eps_label(), f"{self.steps} steps"]
         return parts + ([f"EOT {self.eot}"] if self.eot > 1 else [])

@@ -14,7 +14,7 @@ from .base import VARIANTS, check_attack_inputs
 from .drawlog import AttackOutput, DrawLog
 from .hammer_authors import AUTHORS_DEFAULTS, diffhammer_authors
 from .losses import LOSS_NAMES, Loss, cross_entropy, labels_for, objective
-from .pgd import IterativeAttack, LossOptions, pgd
+from .pgd import IterativeAttack, LossOptions, pgd, restarts_label
 from .restarts import with_restarts
 
 STATE_GRADIENTS = ("exact", "checkpoint")       # the modes that differentiate every state
@@ -171,7 +171,7 @@ class DiffAttackSettings(IterativeAttack, LossOptions):
 
     def label_parts(self) -> list[str]:
         if self.variant == "authors-code":
-            return [self.eps_label(), f"{self.steps} steps", f"{self.restarts} restarts",
+            return [self.eps_label(), f"{self.steps} steps", restarts_label(self.restarts),
                     f"n_eval {self.eot}", f"stride {self.hammer_stride}", "authors' code"]
         return self.objective_parts() + super().label_parts() + \
             [f"λ={self.deviation_weight:g}"] + \

@@ -35,7 +35,8 @@ from .drawlog import AttackOutput, DrawLog, record
 from .hammer_authors import AUTHORS_DEFAULTS, AUTHORS_OPTIMIZERS, diffhammer_authors
 from .losses import Loss, cross_entropy, labels_for, objective
 from .losses import failed as attack_success
-from .pgd import IterativeAttack, LossOptions, _flat_norm, project, random_start
+from .pgd import (IterativeAttack, LossOptions, TransferTricks, _flat_norm, project,
+                  random_start, restarts_label)
 from .restarts import with_restarts
 
 HAMMER_GRADIENTS = ("full", "grafting")
@@ -153,12 +154,13 @@ def diffhammer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     return with_restarts(once, model, x, labels_for(y, targets), restarts, eot, log)
 
 
-AUTHORS_OPTIONS = {"hammer_stride", "optimizer"}        # the authors-code variant's own
+AUTHORS_OPTIONS = {"hammer_stride", "optimizer", "momentum", "input_diversity",
+                   "smooth_gradient"}                   # the authors-code variant's own
 ADVPURE_OPTIONS = {"em_iters", "concentration", "hammer_gradient", "keep_best", "loss",
-                   "targeted", "step_size", "random_init"}
+                   "targeted", "random_init"}
 
 
-class DiffHammerSettings(IterativeAttack, LossOptions):
+class DiffHammerSettings(IterativeAttack, LossOptions, TransferTricks):
     """DiffHammer (Wang et al. 2024): EM-weighted EOT, gradient grafting, N-evaluation; advpure's
     reading or the authors' code (``variant``)."""
 
@@ -184,7 +186,9 @@ class DiffHammerSettings(IterativeAttack, LossOptions):
                                        "attack's 20 levels per step over the defense's 10)")
     optimizer: Literal[AUTHORS_OPTIMIZERS] = Field("apgd", description="authors-code: apgd "
                                                    "(step 2ε, momentum 0.75) | pgd (step "
-                                                   "0.007)")
+                                                   "--step-size, 0.007; --momentum, "
+                                                   "--input-diversity, --smooth-gradient) | "
+                                                   "vmi | svre")
 
     @model_validator(mode="before")
     @classmethod
@@ -196,6 +200,14 @@ class DiffHammerSettings(IterativeAttack, LossOptions):
 
     @model_validator(mode="after")
     def _variant_options(self):
+        if self.step_size is not None and self.variant == "authors-code" and \
+                self.optimizer != "pgd":
+            raise ValueError(f"diffhammer variant 'authors-code': step_size is the pgd "
+                             f"optimizer's (optimizer {self.optimizer!r} sets its own)")
+        tricks = {"momentum", "input_diversity", "smooth_gradient"}
+        if self.optimizer != "pgd" and any(getattr(self, f) != self.default(f) for f in tricks):
+            raise ValueError("diffhammer: momentum, input_diversity and smooth_gradient are "
+                             "options of the authors-code pgd optimizer (optimizer pgd)")
         foreign = ADVPURE_OPTIONS if self.variant == "authors-code" else AUTHORS_OPTIONS
         given = sorted(f for f in foreign if getattr(self, f) != self.default(f))
         if given:
@@ -208,7 +220,9 @@ class DiffHammerSettings(IterativeAttack, LossOptions):
             x_adv, history = diffhammer_authors(
                 model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                 restarts=self.restarts, draws=self.eot, stride=self.hammer_stride,
-                optimizer=self.optimizer, generator=generator)
+                optimizer=self.optimizer, generator=generator, pgd_step=self.step_size,
+                momentum=self.momentum, input_diversity=self.input_diversity,
+                smooth_gradient=self.smooth_gradient)
             return AttackOutput(x_adv, history.any_failed)
         log = DrawLog.for_target(model, len(x), x.device)
         x_adv = diffhammer(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
@@ -221,9 +235,10 @@ class DiffHammerSettings(IterativeAttack, LossOptions):
 
     def label_parts(self) -> list[str]:
         if self.variant == "authors-code":
-            return [self.eps_label(), f"{self.steps} steps", f"{self.restarts} restarts",
-                    f"n_eval {self.eot}", self.optimizer, f"stride {self.hammer_stride}",
-                    "authors' code"]
+            step = [f"step {self.step_size:.3g}"] if self.step_size is not None else []
+            return [self.eps_label(), f"{self.steps} steps", *step, restarts_label(self.restarts),
+                    f"n_eval {self.eot}", self.optimizer, *self.trick_parts(),
+                    f"stride {self.hammer_stride}", "authors' code"]
         parts = self.objective_parts() + super().label_parts() + [f"EM {self.em_iters}",
                                                                   self.hammer_gradient]
         return parts + ([] if self.keep_best else ["last iterate"])

@@ -38,7 +38,7 @@ evaluation of the returned image is).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -47,16 +47,17 @@ from torch.nn import functional as F
 from ..defense import PurifiedClassifier
 from ..diffusion import SOLVER_GRADIENTS, PerSampleNoise
 from ..purifiers.lm import LM
-from .base import check_attack_inputs
+from .base import check_attack_inputs, steps_bar
 from .losses import cross_entropy, cw_margin, dlr_loss
 from .pgd import project
+from .transfer_tricks import l1_momentum, rescale_randomly, smooth
 
 AUTHORS_COMMIT = "1010822129f2f2e5e882179b49fc60259c66a259"
 LOSS_CYCLE = ("cw", "ce", "dlr")           # config.py: LOSS_NAMES, one per restart
 AUTHORS_LOSSES = {"cw": cw_margin, "ce": cross_entropy, "dlr": partial(dlr_loss, floor=1e-3)}
 EM_LAMBDA, EM_ALPHA = 5.0, 0.5             # config.py: EM_LAM, EM_ALPHA
 RESTART_THRESHOLD = 0.5                    # config.py: RESTART_THR
-AUTHORS_OPTIMIZERS = ("apgd", "pgd")
+AUTHORS_OPTIMIZERS = ("apgd", "pgd", "vmi", "svre")
 PGD_STEP = 0.007                           # config.py: PGD_STEP_SIZE
 APGD_MARKS = (0, 0.22, 0.41, 0.57, 0.7, 0.8, 0.87, 0.93)   # attacker.py 301-302
 APGD_RHO, APGD_MOMENTUM = 0.75, 0.75
@@ -135,6 +136,16 @@ class Draws:
     losses: torch.Tensor
     failed: torch.Tensor
     grads: torch.Tensor
+
+
+def bpda_gradient(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, loss_fn,
+                  seeds: list[int]) -> torch.Tensor:
+    """The classifier's gradient at the purification of x with ``seeds`` replayed."""
+    with torch.no_grad():
+        purified = model.purifier(x, PerSampleNoise.from_seeds(seeds, x.device))
+    purified.requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss_fn(model.classifier(purified), y).sum(), purified)
+    return grad
 
 
 def evaluate_draws(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, loss_fn,
@@ -339,7 +350,10 @@ def fresh_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, y: torch.Tens
 
 @dataclass
 class Stepper:
-    """The authors' update rules (attacker.py 293-369): APGD or PGD on one batch."""
+    """The authors' update rules (attacker.py 293-420) on one batch: APGD; PGD with its M, D, T
+    (``transfer_tricks.py``; step ``PGD_STEP`` unless given); VMI, which computes the variance-
+    tuned momentum but steps along the raw gradient (381-393; so that is what runs, step
+    2ε/steps); SVRE (396-420, ``svre_step``: step 1.6ε/steps)."""
 
     x: torch.Tensor
     eps: float
@@ -347,27 +361,48 @@ class Stepper:
     steps: int
     optimizer: str
     start: torch.Tensor
-    step: torch.Tensor = None
-    step_last: torch.Tensor = None
+    pgd_step: float | None = None
+    momentum: float = 0.0
+    smooth_gradient: bool = False
 
     def __post_init__(self):
-        size = 2.0 * self.eps if self.optimizer == "apgd" else PGD_STEP
-        self.step = torch.full((self.x.shape[0], 1, 1, 1), size, dtype=self.x.dtype,
-                               device=self.x.device)
+        size = {"apgd": 2.0 * self.eps, "pgd": self.pgd_step or PGD_STEP,
+                "vmi": 2.0 * self.eps / self.steps, "svre": 1.6 * self.eps / self.steps}
+        self.step = torch.full((self.x.shape[0], 1, 1, 1), size[self.optimizer],
+                               dtype=self.x.dtype, device=self.x.device)
         self.step_last = self.step.clone()
         self.marks = sorted({int(p * self.steps) for p in APGD_MARKS})
+        self.accumulated = torch.zeros_like(self.x)       # M's momentum; SVRE's G
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         return g.sign() if self.norm == "linf" else \
             g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
     def update(self, x_adv: torch.Tensor, grad: torch.Tensor, it: int) -> torch.Tensor:
-        z = project(x_adv + self.step * self._direction(grad), self.x, self.eps, self.norm)
         if self.optimizer == "pgd":
+            grad = smooth(grad) if self.smooth_gradient else grad
+            if self.momentum > 0:
+                grad = self.accumulated = l1_momentum(self.accumulated, grad, self.momentum)
+        z = project(x_adv + self.step * self._direction(grad), self.x, self.eps, self.norm)
+        if self.optimizer != "apgd":
             return z
         a = APGD_MOMENTUM if it else 1.0
         moved = x_adv + a * (z - x_adv) + (1 - a) * (x_adv - self.start)
         return project(moved, self.x, self.eps, self.norm)
+
+    def svre_step(self, model: PurifiedClassifier, x_adv: torch.Tensor, y: torch.Tensor,
+                  loss_fn, seen: Draws, grad: torch.Tensor) -> torch.Tensor:
+        """SVRE's inner loop over the K draws: g_m = g_k(z) − g_k(x) + g (each draw's 'bpda'
+        gradient replayed at the inner iterate z), G_m += g_m, z ← Π(z + η sign G_m); then
+        G += G_m and x ← Π(x + η sign G)."""
+        inner, z = torch.zeros_like(x_adv), x_adv.clone()
+        for k, seeds in enumerate(seen.seeds):
+            g_z = bpda_gradient(model, z, y, loss_fn, seeds)
+            inner = inner + g_z - seen.grads[k].view_as(x_adv) + grad
+            z = project(z + self.step * inner.sign(), self.x, self.eps, self.norm)
+        self.accumulated = self.accumulated + inner
+        return project(x_adv + self.step * self.accumulated.sign(), self.x, self.eps,
+                       self.norm)
 
     def checkpoint(self, it: int, worst_loss: torch.Tensor) -> bool:
         """At a checkpoint (it + 1 a mark) halve the step where the per-iterate worst-draw
@@ -384,38 +419,72 @@ class Stepper:
         return True
 
 
+@dataclass(frozen=True)
+class AuthorsOptions:
+    """The options of one authors-code run (config.py's ATTACK section)."""
+
+    eps: float
+    norm: str = "linf"
+    steps: int = 50                  # N_ITERS, per restart
+    draws: int = 10                  # N_EVAL
+    n_select: int = 1                # N_EOT: draws selected and grafted per step
+    stride: int = 2                  # the attack's levels per step over the defense's
+    optimizer: str = "apgd"          # METHOD: apgd | pgd | vmi | svre
+    em: bool = True                  # EM: the selective attack (off: a fresh draw per step)
+    deviation: bool = False          # DIFF_ATTACK: DiffAttack's deviation term
+    pgd_step: float | None = None    # PGD_STEP_SIZE (None: 0.007)
+    momentum: float = 0.0            # PGD_CMD 'M' (1 upstream)
+    input_diversity: bool = False    # PGD_CMD 'D'
+    smooth_gradient: bool = False    # PGD_CMD 'T'
+
+
+def step_gradient(model: PurifiedClassifier, x_adv: torch.Tensor, y: torch.Tensor, loss_fn,
+                  seen: Draws, weighted, chosen, o: AuthorsOptions,
+                  generator: torch.Generator) -> torch.Tensor:
+    """The step's gradient (attacker.py 244-251): grafted (EM) or a fresh draw's; with D, taken
+    at a randomly rescaled input and pulled back through the rescale."""
+    x_in = x_adv.detach().requires_grad_(o.input_diversity)
+    x_at = rescale_randomly(x_in, generator) if o.input_diversity else x_in
+    if o.em:
+        grad = grafted_gradient(model, x_at.detach(), seen, weighted, chosen, o.stride,
+                                o.deviation)
+    else:
+        grad = fresh_gradient(model, x_at.detach(), y, loss_fn, o.stride, o.deviation,
+                              generator)
+    if o.input_diversity:
+        (grad,) = torch.autograd.grad(x_at, x_in, grad)
+    return grad
+
+
 def authors_run(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, loss: str,
-                index: torch.Tensor, history: AuthorsHistory, *, eps: float, norm: str,
-                steps: int, draws: int, n_select: int, stride: int, optimizer: str,
-                generator: torch.Generator, em: bool = True, deviation: bool = False
-                ) -> torch.Tensor:
-    """One restart on one batch (attacker.py 172-212, ``perturb``); returns its x_adv_best.
-    ``em`` off: a fresh draw's own gradient per step, no averaging (DiffAttack, PGD/APGD)."""
+                index: torch.Tensor, history: AuthorsHistory, o: AuthorsOptions,
+                generator: torch.Generator) -> torch.Tensor:
+    """One restart on one batch (attacker.py 172-212, ``perturb``); returns its x_adv_best."""
     loss_fn = AUTHORS_LOSSES[loss]
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    x_adv = (x + eps * (2 * u - 1)).clamp(0, 1)
+    x_adv = (x + o.eps * (2 * u - 1)).clamp(0, 1)
     best = x_adv.clone()
-    seen = evaluate_draws(model, x, y, loss_fn, draws)
+    seen = evaluate_draws(model, x, y, loss_fn, o.draws)
     losses, failed = [seen.losses], [seen.failed]
-    weighted, chosen = em_gradient(seen.grads, seen.losses, eps, norm, n_select)
-    stepper, previous = Stepper(x, eps, norm, steps, optimizer, x_adv.clone()), None
-    for it in range(steps):
+    weighted, chosen = em_gradient(seen.grads, seen.losses, o.eps, o.norm, o.n_select)
+    stepper = Stepper(x, o.eps, o.norm, o.steps, o.optimizer, x_adv.clone(), o.pgd_step,
+                      o.momentum, o.smooth_gradient)
+    previous = None
+    for it in range(o.steps):
         if bool(failed[-1].all()):
             break                                           # early stop: every draw fails
-        if not em:
-            grad = fresh_gradient(model, x_adv, y, loss_fn, stride, deviation, generator)
-        else:
-            grad = grafted_gradient(model, x_adv, seen, weighted, chosen, stride, deviation)
-        if em and previous is not None:
+        grad = step_gradient(model, x_adv, y, loss_fn, seen, weighted, chosen, o, generator)
+        if o.em and previous is not None:
             v = (it + 1) ** -EM_ALPHA
             grad = v * grad + (1 - v) * previous
-        x_adv = stepper.update(x_adv, grad, it)
-        seen = evaluate_draws(model, x_adv, y, loss_fn, draws)
+        x_adv = stepper.svre_step(model, x_adv, y, loss_fn, seen, grad) \
+            if o.optimizer == "svre" else stepper.update(x_adv, grad, it)
+        seen = evaluate_draws(model, x_adv, y, loss_fn, o.draws)
         losses.append(seen.losses)
         failed.append(seen.failed)
         kept = history.update(index, torch.stack(losses), torch.stack(failed))
         best[kept] = x_adv[kept]
-        weighted, chosen = em_gradient(seen.grads, seen.losses, eps, norm, n_select)
+        weighted, chosen = em_gradient(seen.grads, seen.losses, o.eps, o.norm, o.n_select)
         previous = grad
         if stepper.checkpoint(it, torch.stack(losses).max(1).values):
             x_adv = best.clone()
@@ -424,35 +493,37 @@ def authors_run(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, los
 
 
 def diffhammer_authors(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, *,
-                       eps: float, norm: str = "linf", steps: int = 50, restarts: int = 3,
-                       draws: int = 10, n_select: int = 1, stride: int = 2,
-                       optimizer: str = "apgd", generator: torch.Generator | None = None,
-                       em: bool = True, deviation: bool = False, progress: bool = False
-                       ) -> tuple[torch.Tensor, AuthorsHistory]:
-    """DiffHammer as the authors' code runs it (the module doc); returns the kept images and
-    the upstream N-evaluation log (``AuthorsHistory``). ``em`` off and ``deviation`` on is
-    their DiffAttack (``DIFF_ATTACK True``, ``EM False``)."""
+                       eps: float, restarts: int = 3, generator: torch.Generator | None = None,
+                       progress: bool = False, **options) -> tuple[torch.Tensor, AuthorsHistory]:
+    """DiffHammer as the authors' code runs it (the module doc); ``options``: the fields of
+    ``AuthorsOptions`` (norm, steps, draws, n_select, stride, optimizer, em, deviation,
+    pgd_step, momentum, input_diversity, smooth_gradient). Returns the kept images and the
+    upstream N-evaluation log (``AuthorsHistory``). ``em=False, deviation=True`` is their
+    DiffAttack (``DIFF_ATTACK True``, ``EM False``); ``optimizer`` vmi and svre turn EM on, as
+    the code's ``auto_setter`` does."""
+    o = AuthorsOptions(eps=eps, **options)
+    y, eps = check_attack_inputs(x, y, model=model, norm=o.norm, eps=eps)
+    if o.optimizer not in AUTHORS_OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {' | '.join(AUTHORS_OPTIMIZERS)}, found "
+                         f"{o.optimizer!r}")
+    if o.optimizer in ("vmi", "svre") and not o.em:
+        o = replace(o, em=True)
     if not isinstance(model, PurifiedClassifier) or model.gradient not in SOLVER_GRADIENTS:
         raise ValueError("variant 'authors-code': expected a purified classifier under a solver "
                          "gradient (exact, checkpoint); the grafted backward replays its "
                          "purifier")
-    if deviation and not runs_a_chain(model.purifier):
+    if o.deviation and not runs_a_chain(model.purifier):
         raise ValueError("diffattack variant 'authors-code': its deviation term is defined on "
                          "a diffusion chain (diffpure, gdmp), which this purifier does not run")
-    y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps)
-    if optimizer not in AUTHORS_OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {' | '.join(AUTHORS_OPTIMIZERS)}, found "
-                         f"{optimizer!r}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     history = AuthorsHistory.empty(x.shape[0], x.device)
     x_adv = x.clone()
-    for restart in range(restarts):
+    for restart in steps_bar(range(restarts), progress, "DiffHammer (authors' code)"):
         index = torch.arange(x.shape[0], device=x.device) if restart == 0 else \
             (history.mean_failed <= RESTART_THRESHOLD).nonzero()[:, 0]
         if len(index) == 0:
             break
-        x_adv[index] = authors_run(
-            model, x[index], y[index], LOSS_CYCLE[restart % len(LOSS_CYCLE)], index, history,
-            eps=eps, norm=norm, steps=steps, draws=draws, n_select=n_select, stride=stride,
-            optimizer=optimizer, generator=generator, em=em, deviation=deviation)
+        x_adv[index] = authors_run(model, x[index], y[index],
+                                   LOSS_CYCLE[restart % len(LOSS_CYCLE)], index, history, o,
+                                   generator)
     return x_adv.detach(), history

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from tqdm.auto import tqdm
 
 from .._checks import check_positive
@@ -13,6 +13,7 @@ from .drawlog import AttackOutput, DrawLog
 from .eot import Model, eot_loss_and_grad
 from .losses import LOSS_NAMES, Loss, labels_for, objective, runner_up
 from .restarts import with_restarts
+from .transfer_tricks import l1_momentum, rescale_randomly, smooth
 
 
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,8 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
         steps: int = 20, step_size: float | None = None, eot: int = 1,
         random_init: bool = True, generator: torch.Generator | None = None,
         progress: bool = False, loss: str | Loss = "ce", targets: torch.Tensor | None = None,
-        restarts: int = 1, log: DrawLog | None = None) -> torch.Tensor:
+        restarts: int = 1, log: DrawLog | None = None, momentum: float = 0.0,
+        input_diversity: bool = False, smooth_gradient: bool = False) -> torch.Tensor:
     """Maximize the EOT ``loss`` of ``model`` within the ε-ball; returns the last iterate.
 
     ``loss``: ce | cw | dlr (``losses.py``), targeted toward ``targets`` when they are given;
@@ -56,7 +58,9 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
     stochastic ``model`` (a PurifiedClassifier) draws its own noise on every call.
     ``restarts`` > 1 runs again from new random starts on the images not yet broken
     (``restarts.py``). ``log`` records the images some draw of some iterate misclassified
-    (``drawlog.py``).
+    (``drawlog.py``). ``momentum`` μ > 0, ``input_diversity`` and ``smooth_gradient`` are the
+    M, D and T of DiffHammer's PGD (``transfer_tricks.py``): T smooths the gradient, M
+    accumulates it, D rescales each copy's input at random (from ``generator``).
     """
     named = isinstance(loss, str)
     y, eps = check_attack_inputs(x, y, model=model, norm=norm, eps=eps, labels=named)
@@ -67,11 +71,18 @@ def pgd(model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str
     objective_fn = objective(loss, targets is not None) if named else loss
     x = x.detach()
 
+    attacked = (lambda rows: model(rescale_randomly(rows, generator))) if input_diversity \
+        else model
+
     def once(x: torch.Tensor, labels: torch.Tensor, log: DrawLog | None) -> torch.Tensor:
         x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
+        accumulated = torch.zeros_like(x)
         for _ in tqdm(range(steps), desc=f"PGD-{steps} EOT-{eot}", disable=not progress,
                       leave=False):
-            _, grad = eot_loss_and_grad(model, x_adv, labels, eot, objective_fn, log)
+            _, grad = eot_loss_and_grad(attacked, x_adv, labels, eot, objective_fn, log)
+            grad = smooth(grad) if smooth_gradient else grad
+            if momentum > 0:
+                grad = accumulated = l1_momentum(accumulated, grad, momentum)
             direction = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
             x_adv = project(x_adv + alpha * direction, x, eps, norm)
         return x_adv.detach()
@@ -99,7 +110,12 @@ class LossOptions(NormBallAttack):
         """'cw', 'targeted', '3 restarts' where they differ from CE, untargeted, one run."""
         parts = [self.loss] if self.loss != "ce" else []
         parts += ["targeted"] if self.targeted else []
-        return parts + ([f"{self.restarts} restarts"] if self.restarts > 1 else [])
+        return parts + ([restarts_label(self.restarts)] if self.restarts > 1 else [])
+
+
+def restarts_label(n: int) -> str:
+    """'1 restart', '3 restarts'."""
+    return f"{n} restart{'s' if n != 1 else ''}"
 
 
 class IterativeAttack(NormBallAttack):
@@ -118,7 +134,23 @@ class IterativeAttack(NormBallAttack):
         return parts + ([] if self.random_init else ["no random start"])
 
 
-class PGDSettings(IterativeAttack, LossOptions):
+class TransferTricks(NormBallAttack):
+    """DiffHammer's PGD options M, D, T (``transfer_tricks.py``)."""
+
+    momentum: NonNegativeFloat = Field(0.0, description="M: μ of the momentum on the "
+                                       "ℓ1-normalised gradient (DiffHammer's code: 1; 0: off)")
+    input_diversity: bool = Field(False, description="D: rescale each copy's input by U[0.9, "
+                                  "1.1] with probability ½")
+    smooth_gradient: bool = Field(False, description="T: smooth the gradient with a 3×3 "
+                                  "Gaussian (σ = 1/√3)")
+
+    def trick_parts(self) -> list[str]:
+        """'M 1', 'D', 'T' where on."""
+        return ([f"M {self.momentum:g}"] if self.momentum > 0 else []) + \
+            (["D"] if self.input_diversity else []) + (["T"] if self.smooth_gradient else [])
+
+
+class PGDSettings(IterativeAttack, LossOptions, TransferTricks):
     """PGD+EOT through the defense's gradient mode (Madry et al. 2018; Athalye et al. 2018)."""
 
     name: Literal["pgd"] = "pgd"
@@ -130,8 +162,9 @@ class PGDSettings(IterativeAttack, LossOptions):
         x_adv = pgd(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                     step_size=self.step_size, eot=self.eot, random_init=self.random_init,
                     generator=generator, loss=self.loss, targets=self.targets(model, x, y),
-                    restarts=self.restarts, log=log)
+                    restarts=self.restarts, log=log, momentum=self.momentum,
+                    input_diversity=self.input_diversity, smooth_gradient=self.smooth_gradient)
         return AttackOutput.logged(x_adv, log)
 
     def label_parts(self) -> list[str]:
-        return self.objective_parts() + super().label_parts()
+        return self.objective_parts() + super().label_parts() + self.trick_parts()
