@@ -92,7 +92,9 @@ def test_the_grafted_backward_and_diffattack_term_equal_the_official_code(deviat
     output = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64).clamp(-1, 1)
     noise = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64)
     times = [torch.full((2,), (i + 1) / 1000, dtype=torch.float64) for i in (99, 79, 59, 39, 19)]
-    chain = Chain(list(zip(times, states)), output, noise)
+    level = DiscreteSchedule().alpha_bar(times[0][:1])         # the input the noise noised
+    x_in = (states[0] - (1 - level).sqrt() * noise) / level.sqrt()
+    chain = Chain(list(zip(times, states)), output, [(x_in, noise)])
     purified = (output / 2 + 0.5).requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(purified.flatten(1) @ classifier.T,
                                              torch.tensor([0, 2]), reduction="sum")
@@ -264,12 +266,49 @@ def test_gdmps_authors_grafted_backward_equals_the_official_code():
     loss = torch.nn.functional.cross_entropy(purified.flatten(1) @ classifier.T,
                                              torch.tensor([0, 2]), reduction="sum")
     (g_out,) = torch.autograd.grad(loss, purified)
-    grad = coarse_pullback(gdmp, Chain(fine, output, None), g_out, stride=2)
+    grad = coarse_pullback(gdmp, Chain(fine, output, []), g_out, stride=2)
     assert float(grad.sum()) == pytest.approx(40.06663138083046, rel=1e-12)
     assert float(grad.abs().sum()) == pytest.approx(78.88498271883175, rel=1e-12)
     torch.testing.assert_close(grad.flatten()[:4], torch.tensor(
         [1.7675300642221765, 1.8599767151506217, -0.01776269956166998, 0.06069293422409299],
         dtype=torch.float64), rtol=1e-10, atol=1e-12)
+
+
+def test_diffattacks_authors_term_over_gdmps_four_rounds_equals_the_official_code():
+    """Each round's deviation from its own noised input and noise, S counted over all rounds
+    (defense/diffpure.py 67-71, 122-146): fabricated states at the attack's levels 36, 24, 12 and
+    round outputs, each round's first state noised from the previous round's output."""
+    from advpure.diffusion import add_noise
+    from advpure.purifiers import GDMP
+
+    gdmp = GDMP(TinyEps(), variant="authors-code")
+    classifier = torch.randn(3, 32, generator=torch.Generator().manual_seed(1),
+                             dtype=torch.float64)
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(2, 2, 4, 4, generator=g, dtype=torch.float64)
+    noises = torch.randn(4, 2, 2, 4, 4, generator=g, dtype=torch.float64)
+    middle = torch.randn(4, 2, 2, 2, 4, 4, generator=g, dtype=torch.float64)
+    outputs = torch.randn(4, 2, 2, 4, 4, generator=g, dtype=torch.float64).clamp(-1, 1)
+    fine, drawn, x_in = [], [], 2 * x - 1
+    for noise, (s24, s12), output in zip(noises, middle, outputs):
+        t_star = torch.full((2,), 0.036, dtype=torch.float64)
+        drawn.append((x_in, noise))
+        by_level = {36: add_noise(x_in, t_star, noise, gdmp.schedule), 24: s24, 12: s12}
+        for level in (36, 30, 24, 18, 12, 6):
+            state = by_level.get(level, torch.full_like(x, float("nan")))
+            fine.append((torch.full((2,), level / 1000, dtype=torch.float64), state))
+        x_in = output
+    purified = (outputs[-1] / 2 + 0.5).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(purified.flatten(1) @ classifier.T,
+                                             torch.tensor([0, 2]), reduction="sum")
+    (g_out,) = torch.autograd.grad(loss, purified)
+    grad = coarse_pullback(gdmp, Chain(fine, outputs[-1], drawn), g_out, stride=2,
+                           deviation=True)
+    assert float(grad.sum()) == pytest.approx(41.643361973889576, rel=1e-10)
+    assert float(grad.abs().sum()) == pytest.approx(81.56027658455662, rel=1e-10)
+    torch.testing.assert_close(grad.flatten()[:4], torch.tensor(
+        [1.689914562999903, 1.8345655169141504, 0.15368416390499223, 0.09210689025301853],
+        dtype=torch.float64), rtol=1e-9, atol=1e-12)
 
 
 def test_gdmp_authors_code_runs_under_attack_and_refuses_the_papers_options(digits_batch):

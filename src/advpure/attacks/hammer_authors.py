@@ -45,7 +45,7 @@ import torch
 from torch.nn import functional as F
 
 from ..defense import PurifiedClassifier
-from ..diffusion import SOLVER_GRADIENTS, PerSampleNoise
+from ..diffusion import SOLVER_GRADIENTS, PerSampleNoise, add_noise
 from ..purifiers.lm import LM
 from .base import check_attack_inputs, steps_bar
 from .losses import cross_entropy, cw_margin, dlr_loss
@@ -168,17 +168,19 @@ def evaluate_draws(model: PurifiedClassifier, x: torch.Tensor, y: torch.Tensor, 
 class ReplayNoise:
     """The grafted replay's noise (see the module doc, 3.): the first draw (the forward
     noising) from ``forward``, every later one from ``reverse`` after its own first draw;
-    ``first`` keeps the forward draw (DiffAttack's reference needs it)."""
+    ``drawn`` keeps every draw with the tensor it was drawn for (DiffAttack's reference needs
+    each round's forward noise)."""
 
     def __init__(self, forward: PerSampleNoise, reverse: PerSampleNoise):
-        self.forward, self.reverse, self.first = forward, reverse, None
+        self.forward, self.reverse = forward, reverse
+        self.drawn: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        if self.first is None:
-            self.reverse.randn_like(x)                  # the reverse stream's forward draw
-            self.first = self.forward.randn_like(x)
-            return self.first
-        return self.reverse.randn_like(x)
+        z = self.reverse.randn_like(x)
+        if not self.drawn:
+            z = self.forward.randn_like(x)             # the reverse stream's forward draw spent
+        self.drawn.append((x.detach(), z))
+        return z
 
 
 def replay_noise(draws: Draws, chosen: torch.Tensor, device) -> ReplayNoise:
@@ -201,11 +203,11 @@ def fresh_noise(generator: torch.Generator, n: int, device) -> ReplayNoise:
 @dataclass
 class Chain:
     """One purification without a graph: (t, x_t) of every eps-model call in order, the
-    output in [−1, 1], and the forward noise ε."""
+    output in [−1, 1], and every noise draw with the tensor it was drawn for."""
 
     states: list[tuple[torch.Tensor, torch.Tensor]]
     output: torch.Tensor
-    noise: torch.Tensor
+    drawn: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def run_chain(purifier, x: torch.Tensor, noise: ReplayNoise) -> Chain:
@@ -217,7 +219,28 @@ def run_chain(purifier, x: torch.Tensor, noise: ReplayNoise) -> Chain:
             output = purifier(x, noise)
     finally:
         hook.remove()
-    return Chain(calls, 2 * output - 1, noise.first)
+    return Chain(calls, 2 * output - 1, noise.drawn)
+
+
+def forward_noising(chain: Chain, first_state: tuple, schedule) -> tuple[torch.Tensor, ...]:
+    """(x_in, ε) of the round that starts at ``first_state`` = (t*, x_t*): the draw ε whose
+    tensor x_in it noised into x_t* = √ᾱ(t*) x_in + σ(t*) ε (DiffPure Eq. 3), x_in the round's
+    input (the previous round's output)."""
+    t, x_t = first_state
+
+    def miss(pair: tuple) -> float:
+        x_in, z = pair
+        if x_in.shape != x_t.shape:
+            return float("inf")
+        return float((add_noise(x_in, t, z, schedule) - x_t).abs().max())
+
+    with torch.no_grad():
+        best = min(chain.drawn, key=miss)
+        missed = miss(best)
+    if missed > 1e-4 * (1.0 + float(x_t.abs().max())):
+        raise RuntimeError("diffattack variant 'authors-code': no noise draw of the replay "
+                           "noises a round's input into its first state")
+    return best
 
 
 def ddpm_coefficients(a: torch.Tensor, a_next: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -249,6 +272,26 @@ def guidance_shifts(purifier, coarse: list) -> list[float]:
     return [purifier.authors_shift(t, t_next) for t, t_next in zip(times, times[1:])]
 
 
+@dataclass
+class RoundDeviation:
+    """What DiffAttack's deviation term needs of one round: its forward noise ε, its output
+    (in [−1, 1]) and the scale S·d, S the attack's states over all rounds."""
+
+    noise: torch.Tensor
+    output: torch.Tensor
+    scale: int
+
+
+def round_deviations(purifier, chain: Chain, rounds: list, stride: int) -> list:
+    """Each round's ``RoundDeviation``: a round's output is the next round's input (the last
+    round's, the chain's output); upstream counts S over every round's attack states."""
+    noisings = [forward_noising(chain, fine[0], purifier.schedule) for fine in rounds]
+    outputs = [x_in for x_in, _ in noisings[1:]] + [chain.output]
+    scale = sum(len(fine[::stride]) for fine in rounds) * chain.output[0].numel()
+    return [RoundDeviation(noise, output, scale)
+            for (_, noise), output in zip(noisings, outputs)]
+
+
 def coarse_pullback(purifier, chain: Chain, g: torch.Tensor, stride: int,
                     deviation: bool = False) -> torch.Tensor:
     """The authors' grafted backward (defense/diffpure.py 103-151): the gradient ``g`` at the
@@ -258,36 +301,35 @@ def coarse_pullback(purifier, chain: Chain, g: torch.Tensor, stride: int,
     round's forward noising (×√ᾱ(t*); GDMP adds the scalar Σ_i k_i √ᾱ_i, as the code does);
     the Jacobian products clamped to ±1e7 as upstream.
 
-    ``deviation`` (DiffAttack, defense/diffpure.py 67-71, 130-131, 146; one round): the
-    gradient of L_dev = Σ_j ½ᾱ_j ‖x_j − (√ᾱ_j x_T + √(1−ᾱ_j) ε)‖² / (S·d) over the S states x_j
-    after the coarse steps (x_0 included), x_T the noised input and ε its noise, enters each
-    state's gradient and, through the reference, the input's (not scaled by √ᾱ_T, as
-    upstream)."""
+    ``deviation`` (DiffAttack, defense/diffpure.py 67-71, 130-131, 146): in each round, the
+    gradient of L_dev = Σ_j ½ᾱ_j ‖x_j − (√ᾱ_j x_T + √(1−ᾱ_j) ε)‖² / (S·d) over the round's S_r
+    states x_j after the coarse steps (its output included), x_T the round's noised input and
+    ε its noise, S the states of all rounds, enters each state's gradient and, through the
+    reference, the round's input (not scaled by √ᾱ_T, as upstream)."""
     rounds = rounds_of(chain.states)
-    if deviation and len(rounds) > 1:
-        raise ValueError("diffattack variant 'authors-code': the deviation term takes a "
-                         "one-round purifier")
+    deviations = round_deviations(purifier, chain, rounds, stride) if deviation else \
+        [None] * len(rounds)
     g = g / 2.0                                                     # d/d(x in [−1, 1])
-    for fine in reversed(rounds):
-        g = _round_pullback(purifier, fine, chain, g, stride, deviation)
+    for fine, dev in reversed(list(zip(rounds, deviations))):
+        g = _round_pullback(purifier, fine[::stride], g, dev)
     return (g * 2.0).clamp(-1e7, 1e7)
 
 
-def _round_pullback(purifier, fine: list, chain: Chain, g: torch.Tensor, stride: int,
-                    deviation: bool) -> torch.Tensor:
+def _round_pullback(purifier, coarse: list, g: torch.Tensor,
+                    deviation: RoundDeviation | None) -> torch.Tensor:
     alpha_bar = purifier.schedule.alpha_bar
-    coarse = fine[::stride]
     shifts = guidance_shifts(purifier, coarse)
     levels = [alpha_bar(t[:1]).to(g) for t, _ in coarse] + [torch.ones(1).to(g)]
-    after = [state for _, state in coarse[1:]] + [chain.output]
-    x_start, scale = coarse[0][1], len(coarse) * g[0].numel()
+    x_start = coarse[0][1]
     pulled_by_reference = torch.zeros_like(g)
     for k in reversed(range(len(coarse))):
-        if deviation:
+        if deviation is not None:
             a_j = levels[k + 1]
-            diff = a_j * (after[k] - (a_j.sqrt() * x_start + (1 - a_j).sqrt() * chain.noise))
-            g = g + diff / scale
-            pulled_by_reference += a_j.sqrt() * diff / scale
+            after = coarse[k + 1][1] if k + 1 < len(coarse) else deviation.output
+            reference = a_j.sqrt() * x_start + (1 - a_j).sqrt() * deviation.noise
+            diff = a_j * (after - reference) / deviation.scale
+            g = g + diff
+            pulled_by_reference += a_j.sqrt() * diff
         c_x, c_e = ddpm_coefficients(levels[k], levels[k + 1])
         t, x_k = coarse[k]
         x_in = x_k.detach().requires_grad_(True)
