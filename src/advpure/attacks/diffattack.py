@@ -25,7 +25,8 @@ class DeviationProbe(nn.Module):
 
     Each call draws one noise seed per row from the defense's generator and purifies both the
     clean images (no graph) and ``x_adv`` with the *same* noise, recording the reverse-process
-    states x_t(x) and x_t(x_adv) every ``every`` steps; the deviation of a row is the mean over
+    states x_t(x) and x_t(x_adv) every ``every`` steps (their image channels: LM's state also
+    holds its Adam moments); the deviation of a row is the mean over
     those steps of ‖x_t(x_adv) − x_t(x)‖² / d (states in [−1, 1], d pixels), the paper's
     deviated-reconstruction loss with uniform weights. Rows of ``x_adv`` are copies of the clean
     batch (EOT, copy-major), and an ensemble defense purifies every row S times.
@@ -44,7 +45,7 @@ class DeviationProbe(nn.Module):
 
         def record(i: int, t: float, x_t: torch.Tensor) -> None:
             if (i + 1) % self.every == 0:
-                states.append(x_t)
+                states.append(x_t[:, :x.shape[1]])       # the image (LM packs Adam's m, v)
         noise = PerSampleNoise.from_seeds(seeds, device=x.device)
         purified = self.defense.purifier(x, noise, gradient=self.defense.gradient,
                                          callback=record)
