@@ -99,3 +99,21 @@ def test_lm_settings_registry_and_radius(digits_batch):
     with torch.no_grad():
         out = LM(tiny_unet(), settings)(x, PerSampleNoise.from_seeds(range(len(x))))
     assert float((out - x).flatten(1).norm(dim=1).max()) <= 0.1 + 1e-5
+
+
+def test_diffattacks_deviation_on_lm_compares_the_images_not_adams_moments(digits_batch):
+    """LM's state packs (x, m, v); DiffAttack's deviation takes the image channels only, so
+    the deviation of an unperturbed input is 0 and that of a shifted one is the images'."""
+    from advpure.attacks.diffattack import DeviationProbe
+    from advpure.defense import PurifiedClassifier
+    from conftest import tiny_cnn
+
+    x, _ = digits_batch
+    x = x[:2]
+    defense = PurifiedClassifier(LM(tiny_unet(), lm_steps=2), tiny_cnn(),
+                                 torch.Generator().manual_seed(0))
+    probe = DeviationProbe(defense, x)
+    _, unchanged = probe(x)
+    assert float(unchanged.abs().max()) == 0.0
+    _, states = probe._trajectory(x, [1, 2])
+    assert all(s.shape == x.shape for s in states)
