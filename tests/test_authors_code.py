@@ -31,7 +31,7 @@ from advpure.attacks.losses import runner_up
 from advpure.attacks.restarts import with_restarts
 from advpure.defense import PurifiedClassifier
 from advpure.diffusion import DiscreteSchedule, PerSampleNoise
-from advpure.purifiers import DiffPure
+from advpure.purifiers import AGDM, COUP, DiffPure
 from conftest import tiny_cnn, tiny_unet
 
 UPSTREAM_EM = {   # (norm, n_eot) -> (selected draws, the first image's weighted gradient)
@@ -152,6 +152,21 @@ def test_the_authors_variant_needs_a_diffusion_chain(digits_batch):
     x, y = digits_batch
     with pytest.raises(ValueError, match="purified classifier"):
         diffhammer_authors(tiny_cnn(), x[:2], y[:2], eps=0.1, steps=1)
+
+
+def test_the_authors_diffattack_runs_where_a_chain_starts_from_the_noised_input(digits_batch):
+    """AGDM noises its input into its first state as DiffPure does (the README's example);
+    COUP starts its chain from the input itself, which the code's deviation cannot refer to."""
+    x, y = digits_batch
+    agdm = AGDM(tiny_unet(), tiny_cnn(), t_star=0.07, dt=0.02)
+    x_adv, _ = diffhammer_authors(PurifiedClassifier(agdm, tiny_cnn(), torch.Generator()),
+                                  x[:2], y[:2], eps=0.1, steps=1, restarts=1, draws=2,
+                                  em=False, deviation=True)
+    assert float((x_adv - x[:2]).abs().max()) <= 0.1 + 1e-6
+    coup = COUP(tiny_unet(), tiny_cnn(), t_star=0.1, dt=0.02)
+    with pytest.raises(ValueError, match="forward-noised input"):
+        diffhammer_authors(PurifiedClassifier(coup, tiny_cnn(), torch.Generator()), x[:2], y[:2],
+                           eps=0.1, steps=1, restarts=1, draws=2, em=False, deviation=True)
 
 
 def test_variant_settings_take_upstream_budgets_and_refuse_the_other_variants_options():

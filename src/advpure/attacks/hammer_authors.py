@@ -238,8 +238,10 @@ def forward_noising(chain: Chain, first_state: tuple, schedule) -> tuple[torch.T
         best = min(chain.drawn, key=miss)
         missed = miss(best)
     if missed > 1e-4 * (1.0 + float(x_t.abs().max())):
-        raise RuntimeError("diffattack variant 'authors-code': no noise draw of the replay "
-                           "noises a round's input into its first state")
+        raise ValueError("diffattack variant 'authors-code': the purifier does not start its "
+                         "reverse chain from its forward-noised input x_t = √ᾱ x + σ ε, the "
+                         "reference of the code's deviation term (DiffPure, GDMP and AGDM do; "
+                         "COUP only with forward_noise, heterogeneous noise never)")
     return best
 
 

@@ -132,7 +132,8 @@ class AGDM(nn.Module):
         noise = as_noise_source(noise, x)
         t_star = self.schedule.snap(torch.tensor(self.t_star)) if self.form == "discrete" \
             else torch.tensor(self.t_star, dtype=torch.float64)
-        x_t = add_noise(to_centered(x), t_star, noise.randn_like(x), self.schedule)   # Eq. 7
+        x_centered = to_centered(x)
+        x_t = add_noise(x_centered, t_star, noise.randn_like(x_centered), self.schedule)  # Eq. 7
         run = dict(t_start=float(t_star), dt=self.dt, noise=noise, gradient=gradient,
                    callback=callback, context=self._reference(x))
         guided = self.guidance_scale > 0
