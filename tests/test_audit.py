@@ -7,8 +7,9 @@ from typer.testing import CliRunner
 from advpure import data
 from advpure.cli import app
 from advpure.evaluation import AttackConfig, EvalConfig
-from advpure.studies.audit import (FAIL, PASS, WARN, AttackRunner, AuditBudget, Target,
-                                      binomial_tail, gradient_check, mode_check,
+from advpure.studies.audit import (FAIL, INCONCLUSIVE, PASS, WARN, AttackRunner,
+                                      AuditBudget, Check, Target, binomial_tail,
+                                      gradient_check, mode_check, not_converged,
                                       randomness_check, run_audit, sign_test,
                                       target_from_config)
 from advpure.models import load_classifier
@@ -71,10 +72,38 @@ def test_the_statistics_are_the_stated_tests():
     assert binomial_tail(2, 4, 0.5) == pytest.approx(11 / 16)
     stronger = torch.tensor([1.0] * 9 + [0.0])           # 9 images correct only when stronger
     weaker = torch.tensor([0.0] * 9 + [1.0])
-    status, figures = sign_test(stronger, weaker, alpha=0.05)
-    assert status == FAIL and abs(figures["p_value"] - 11 / 1024) < 1e-12
-    assert sign_test(weaker, stronger, alpha=0.05)[0] == PASS
-    assert sign_test(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), 0.01)[0] == WARN
+    budget = AuditBudget(alpha=0.05, warn_alpha=0.1)
+    status, figures = sign_test(stronger, weaker, budget)
+    assert status == FAIL and abs(figures["p_value"] - 2 * 11 / 1024) < 1e-12   # two-sided
+    assert sign_test(weaker, stronger, budget)[0] == PASS
+    # 5 of 5 discordant one way: p = 2/32 = 0.0625, between α and the WARN level
+    five = torch.tensor([1.0] * 5 + [0.0] * 5), torch.zeros(10)
+    assert sign_test(*five, budget)[0] == WARN
+    # at WARN level α there is no WARN, and 5 discordant images can never reach α = 0.05
+    assert sign_test(*five, AuditBudget(alpha=0.05, warn_alpha=0.05))[0] == INCONCLUSIVE
+    # 1 of 1 one way (p = 1) can never reach α: no WARN on noise, and no power
+    assert sign_test(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]),
+                     AuditBudget())[0] == INCONCLUSIVE
+    # power at 10 points, α = 0.05: 6 images one way reach p = 2/64 < 0.05, P(Bin(10, .1) ≥ 6)
+    assert figures["power_at_10_points"] == pytest.approx(binomial_tail(6, 10, 0.1))
+
+
+def test_not_converged_sees_a_gradual_fall_end_to_end_and_keeps_a_warn():
+    """A fall of 6 of 64 images per doubling: no neighbours differ significantly, the smallest
+    against the largest budget (18 one way: p = 2/2^18) does."""
+    correct = [torch.ones(64), torch.ones(64), torch.ones(64), torch.ones(64)]
+    for k in range(1, 4):
+        correct[k] = correct[k - 1].clone()
+        correct[k][6 * (k - 1):6 * k] = 0
+    check = Check("more iterations do not raise accuracy", PASS, {}, "ok")
+    flagged = not_converged(check, correct, [1, 2, 4, 8], "iterations", AuditBudget())
+    assert flagged.status == WARN and "1 → 8" in flagged.explanation
+    assert flagged.figures["falls_p_values"]["1→8"] == pytest.approx(2 * 0.5 ** 18)
+    assert flagged.figures["falls_p_values"]["1→2"] == pytest.approx(2 * 0.5 ** 6)
+    already = Check("more iterations do not raise accuracy", WARN, {}, "WARN: rising")
+    kept = not_converged(already, correct, [1, 2, 4, 8], "iterations", AuditBudget())
+    assert kept.status == WARN and "not converged" in kept.explanation
+    assert 0 < kept.figures["detectable_fall_points"] < 100
 
 
 def test_shattered_gradients_of_a_rounding_defense_are_flagged():
@@ -156,16 +185,17 @@ def test_the_audit_runs_every_check_with_a_breaker_as_its_attack(attack):
 def test_a_sign_test_without_power_is_inconclusive_not_pass():
     from advpure.studies.audit import INCONCLUSIVE, has_power
 
-    # 8 images, 3 discordant, all in the good direction: ½³ = 0.125 could never reach α = 0.01
+    # 8 images, 3 discordant, all in the good direction: 2·½³ = 0.25 could never reach α = 0.01
+    budget = AuditBudget(alpha=0.01)
     stronger = torch.tensor([0.0, 0.0, 0.0, 1, 1, 1, 1, 1])
     weaker = torch.tensor([1.0, 1.0, 1.0, 1, 1, 1, 1, 1])
-    assert sign_test(stronger, weaker, alpha=0.01)[0] == INCONCLUSIVE
-    assert not has_power(6, 0.01) and has_power(7, 0.01)
+    assert sign_test(stronger, weaker, budget)[0] == INCONCLUSIVE
+    assert not has_power(7, 0.01) and has_power(8, 0.01)        # two-sided: 2·½⁷ > 0.01 > 2·½⁸
     # 64 images, 12 discordant in the good direction: PASS; 12 the wrong way: FAIL, as before
     stronger = torch.cat([torch.zeros(12), torch.ones(52)])
     weaker = torch.ones(64)
-    assert sign_test(stronger, weaker, alpha=0.01)[0] == PASS
-    assert sign_test(weaker, stronger, alpha=0.01)[0] == FAIL
+    assert sign_test(stronger, weaker, budget)[0] == PASS
+    assert sign_test(weaker, stronger, budget)[0] == FAIL
 
 
 def test_an_attack_still_gaining_with_iterations_is_warned_not_converged():

@@ -63,3 +63,19 @@ def test_bench_executors_times_local_and_ray_on_the_same_records(tmp_path):
     # one thread per worker: Ray's records are the single-thread local run's, bit for bit
     assert rows[2]["same_records_as_local_1_thread"] and rows[3]["same_records_as_local_1_thread"]
     assert (tmp_path / "executors.png").is_file()
+
+
+def test_bench_statistics_simulates_every_rule(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "statistics", "--out", str(tmp_path),
+                                      "--images", "16", "--trials", "10"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "statistics.json").read_text())
+    assert len(figures["intervals"]) == 9 and len(figures["audit"]) == 2
+    for row in figures["intervals"]:
+        assert 0.0 <= row["effective_coverage"] <= 1.0
+        assert row["effective_width"] <= row["plain_width"] + 1e-12    # never wider
+    honest, masked = figures["audit"]
+    assert honest["predicted_power"] is None and 0.0 < masked["predicted_power"] < 1.0
+    strongest = figures["strongest"]
+    assert strongest["some_holm_p_below_0.05"] <= strongest["some_raw_p_below_0.05"]
+    assert "Strongest attack and worst case" in (tmp_path / "statistics.md").read_text()

@@ -1,6 +1,7 @@
 """Evaluation protocols: statistics by hand, the record store, reports, protocols, experiment
 files."""
 import json
+import math
 import shutil
 
 import pytest
@@ -13,7 +14,7 @@ from advpure.evaluation.config import config_from_flat, read_experiment_file
 from advpure.evaluation.protocols import protocol_attacks
 from advpure.evaluation.results import EvalResult
 from advpure.evaluation.stats import (papers_rule, single_draw_correct, vote_correct,
-                                      wilson_interval, worst_case)
+                                      wilson_interval)
 from advpure.evaluation.store import Outcome, RecordStore
 
 
@@ -31,9 +32,9 @@ def test_wilson_interval_by_hand():
 
 def test_votes_worst_case_and_papers_rule_by_hand():
     assert single_draw_correct([1, 1, 2], 1) == pytest.approx(2 / 3)
-    assert vote_correct([1, 1, 2], 1) and not vote_correct([1, 2], 1)     # a tie is wrong
-    assert not vote_correct([2, 2, 1, 3], 1)
-    assert worst_case({"a": [1.0, 0.5, 1.0], "b": [0.0, 1.0, 1.0]}) == [0.0, 0.5, 1.0]
+    assert vote_correct([1, 1, 2], 1) == 1.0 and vote_correct([1, 2], 1) == 0.5  # half a vote
+    assert vote_correct([1, 2, 3], 1) == pytest.approx(1 / 3) and vote_correct([1, 2, 2], 1) == 0
+    assert vote_correct([2, 2, 1, 3], 1) == 0.0
     assert papers_rule({"standard": 0.6, "rand": 0.55}) == 0.55
 
 
@@ -57,19 +58,21 @@ def test_aggregation_on_fixed_records():
     std, rand = r.attacks
     assert r.accuracy("standard") == pytest.approx({"mean": (2.5 / 3 + 1) / 2,
                                                     "std": pytest.approx(0.1178511), "seeds": 2})
-    # seed 0: standard 0.5,1,0 → 0.5; rand 1,0.5,1 → 0.833; worst 0.5,0.5,0 → 0.333
-    # seed 1: standard 1,0,1 → 0.667; rand 1,1,0.5 → 0.833; worst 1,0,0.5 → 0.5
+    # seed 0: standard 0.5,1,0 → 0.5; seed 1: standard 1,0,1 → 0.667
     assert r.accuracy(std)["mean"] == pytest.approx((0.5 + 2 / 3) / 2)
-    assert r.accuracy("robust")["mean"] == pytest.approx((1 / 3 + 0.5) / 2)
+    # worst case on fresh draws: the attack chosen on draw 1 (a tie: the first), draw 2 scored.
+    # seed 0: image 10 std (tie) → 0, 11 rand → 1, 12 std → 0; seed 1: 10 std → 1, 11 std → 0,
+    # 12 rand → 1
+    assert r.accuracy("robust")["mean"] == pytest.approx((1 / 3 + 2 / 3) / 2)
     assert r.autoattack_papers_rule()["mean"] == pytest.approx((0.5 + 2 / 3) / 2)
-    # votes (strict majority of 2 draws = both correct): seed 0 rand 1,0,1; seed 1 rand 1,1,0
-    assert r.accuracy(rand, "vote")["mean"] == pytest.approx(2 / 3)
-    # the image is the unit: per-image worst case averaged over the seeds, (0.5 + 1) / 2,
-    # (0.5 + 0) / 2, (0 + 0.5) / 2 → 0.75, 0.25, 0.25: 1.25 of 3 images, not 2.5 of 6 pairs
+    # votes, a tie half a vote: seed 0 rand 1, ½, 1; seed 1 rand 1, 1, ½
+    assert r.accuracy(rand, "vote")["mean"] == pytest.approx(2.5 / 3)
+    # the image is the unit: per-image worst case averaged over the seeds, (0 + 1) / 2, … →
+    # 0.5 each: 1.5 of 3 images, not 3 of 6 pairs; no spread, so the effective n is n
     by_image = r.interval("robust")
-    assert r.per_image("robust") == pytest.approx([0.75, 0.25, 0.25])
-    assert (by_image["ci_low"], by_image["ci_high"]) == pytest.approx(wilson_interval(1.25, 3))
-    assert by_image["n"] == 3
+    assert r.per_image("robust") == pytest.approx([0.5, 0.5, 0.5])
+    assert (by_image["ci_low"], by_image["ci_high"]) == pytest.approx(wilson_interval(1.5, 3))
+    assert by_image["n"] == 3 and by_image["n_effective"] == 3
 
 
 def test_the_store_round_trips_a_run(tmp_path):
@@ -312,6 +315,7 @@ def test_without_an_attack_there_is_no_robust_column(tmp_path):
 
 
 def test_a_budget_sweep_says_when_the_attack_has_not_converged():
+    from advpure.evaluation.stats import detectable_effect
     from advpure.reports.sweep import Sweep, convergence_note
 
     def summary(correct):
@@ -320,10 +324,19 @@ def test_a_budget_sweep_says_when_the_attack_has_not_converged():
     falling = Sweep("steps", [10, 20, 40], [summary([1.0] * 10), summary([0.0] * 10),
                                             summary([0.0] * 10)], None)
     note = convergence_note(falling)
-    assert "Not converged" in note and "from steps 10 to 20" in note and "p = 0.00098" in note
-    assert "from steps 20 to 40" not in note                     # levelled off there
+    # 10 images lost, none gained: two-sided p = 2·½¹⁰ = 0.00195
+    assert "Not converged" in note and "from steps 10 to 20" in note and "p = 0.002" in note
+    assert "from steps 10 to 40" in note and "from steps 20 to 40" not in note
     level = Sweep("eot", [1, 2], [summary([1.0, 0.0] * 5), summary([0.0, 1.0] * 5)], None)
-    assert "does not fall significantly" in convergence_note(level)
+    quiet = convergence_note(level)
+    assert "No significant fall" in quiet and "levelled" not in quiet
+    assert f"detects a fall of {100 * detectable_effect(10, 0.01):.0f} points" in quiet
+    # a gradual fall: 3 images per step, never significant between neighbours (2·½³ = 0.25)
+    # but 9 of 9 end to end (2·½⁹ = 0.0039)
+    gradual = Sweep("steps", [5, 10, 20, 40], [summary([1.0] * 9 + [0.0] * (9 - k) + [1.0] * k)
+                                               for k in (9, 6, 3, 0)], None)
+    note = convergence_note(gradual)
+    assert "from steps 5 to 40" in note and "from steps 5 to 10" not in note
     assert convergence_note(Sweep("t_star", [0.1, 0.2], falling.summaries[:2], None)) == ""
 
 
@@ -338,3 +351,54 @@ def test_the_demo_grid_captions_are_the_recorded_predictions():
         o = recorded[index]
         right = sum(p == o.label for p in o.predictions)
         assert caption == f"pred. {' '.join(map(str, o.predictions))} ({right}/{len(o.predictions)})"
+
+
+def test_report_rebuilds_a_store_whose_rows_are_out_of_order(tmp_path):
+    """A Ray run may write the standard-only images first: the robust subset is the attacked
+    images, not the first n rows."""
+    import json
+    import sqlite3
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["evaluate", "--n", "2", "--standard-n", "4", "--draws", "2",
+                                      "--attack", "pgd", "--eps", "0.2", "--steps", "1",
+                                      "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    before = json.loads((run / "results.json").read_text())
+    with sqlite3.connect(run / "records.sqlite") as db:      # the same rows, written backwards
+        db.execute("CREATE TABLE shuffled AS SELECT * FROM outcomes ORDER BY rowid DESC")
+        db.execute("DELETE FROM outcomes")
+        db.execute("INSERT INTO outcomes SELECT * FROM shuffled")
+        db.execute("DROP TABLE shuffled")
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    after = json.loads((run / "results.json").read_text())
+    assert after["subset_indices"] == before["subset_indices"]
+    assert after["accuracies"] == before["accuracies"]
+
+
+def test_effective_n_holm_and_the_sign_test_by_hand():
+    from advpure.evaluation.stats import (accuracy_summary, clopper_pearson, effective_n, holm,
+                                          images_for_power, paired_sign_test, sign_test_power)
+
+    # means 0.25, 0.75 (p̂ = ½, s² = 1/16): n_eff = 2·¼/(1/16) = 8, capped by the 2·8 draws
+    assert effective_n([0.25, 0.75], observations=8) == pytest.approx(8.0)
+    assert effective_n([0.25, 0.75], observations=2) == pytest.approx(4.0)   # the cap
+    assert effective_n([1.0, 0.0, 1.0, 1.0]) == pytest.approx(4.0)           # 0/1: n itself
+    assert effective_n([0.5, 0.5]) == 2.0 and effective_n([1.0, 1.0]) == 2.0  # s² = 0, p̂ = 1
+    summary = accuracy_summary([0.25, 0.75], observations=8)
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx(wilson_interval(4, 8))
+    # Holm: sorted p 0.01, 0.02, 0.04 times 3, 2, 1, made monotone
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    # the sign test and its interval agree: 8 of 8 one way, p = 2/256, the interval excludes ½
+    tested = paired_sign_test([0.0] * 8 + [1.0], [1.0] * 9)
+    assert tested["p_value"] == pytest.approx(2 / 256)
+    assert tested["share_low"] > 0.5 and clopper_pearson(8, 8)[1] == 1.0
+    tied = paired_sign_test([0.0] * 5 + [1.0] * 3, [1.0] * 5 + [0.0] * 3)
+    assert tied["p_value"] >= 0.05 and tied["share_low"] < 0.5 < tied["share_high"]
+    # power at α = 0.01: 8 images one way are needed (2/256 < 0.01 < 2/128)
+    assert sign_test_power(64, 0.10, 0.01) == pytest.approx(1 - sum(
+        math.comb(64, k) * 0.1 ** k * 0.9 ** (64 - k) for k in range(8)))
+    n = images_for_power(0.10, 0.01)
+    assert sign_test_power(n, 0.10, 0.01) >= 0.8 > sign_test_power(n - 1, 0.10, 0.01)

@@ -101,6 +101,22 @@ def bench_executors(
     typer.echo(f"wrote {out}/executors.md, executors.json, executors.png")
 
 
+@bench_app.command("statistics")
+def bench_statistics(
+    out: Path = typer.Option(Path("bench/statistics"), help="directory for the table"),
+    images: int = typer.Option(64, min=8, help="images per synthetic evaluation"),
+    trials: int = typer.Option(400, min=10, help="simulated evaluations per setting"),
+    seed: int = typer.Option(0, help="seed of the simulation"),
+) -> None:
+    """The report's statistical rules on synthetic defenses of known truth: interval coverage
+    and width, the audit's WARN/FAIL false alarms and power, "strongest attack" false alarms
+    (raw and Holm) and the worst case's bias."""
+    from ..benchmarks import statistics
+
+    typer.echo(statistics.run(out, images, trials, seed))
+    typer.echo(f"wrote {out}/statistics.md, statistics.json")
+
+
 @bench_app.command("resampling")
 def bench_resampling(
     out: Path = typer.Option(Path("bench/resampling"), help="directory for the table and plot"),

@@ -33,6 +33,8 @@ def audit(
     repeats: int = _budget_option("repeats", min=2),
     square_queries: int = _budget_option("square_queries", min=1),
     alpha: float = _budget_option("alpha", min=1e-6, max=0.5),
+    warn_alpha: float = _budget_option("warn_alpha", min=1e-6, max=0.5),
+    effect: float = _budget_option("effect", min=1e-3, max=1.0),
     unbounded_accuracy: float = _budget_option("unbounded_accuracy", min=0.0, max=1.0),
     config=None,
 ) -> None:
@@ -45,6 +47,7 @@ def audit(
     budget = AuditBudget(images=images, factors=parse_list(factors, int),
                          eps_factors=parse_list(eps_factors, float), repeats=repeats,
                          square_queries=square_queries, alpha=alpha,
+                         warn_alpha=warn_alpha, effect=effect,
                          unbounded_accuracy=unbounded_accuracy)
     target = target_from_config(config, images)
     result = run_audit(target, budget)

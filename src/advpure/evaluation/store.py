@@ -23,7 +23,9 @@ Schema (``SCHEMA`` below is the source):
     label INTEGER               its true label
     predictions TEXT            JSON list of the labels predicted in the R purification draws
     single_draw REAL            fraction of the draws that are correct
-    vote INTEGER                1 when the true label has strictly more votes than any other
+    vote REAL                   the vote's chance of the true label, ties broken at random: 1
+                                when it has strictly more votes than any other, 1/k when it
+                                ties with k − 1 others (stores before: ties as 0)
     seconds REAL                wall time of the image's batch for this attack, per image
     x_adv BLOB                  the adversarial image as float32 bytes (C·H·W), or NULL
     attack_broken INTEGER       1 when some draw of some iterate that the attack scored was
@@ -57,7 +59,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS outcomes (
     run_id TEXT NOT NULL, config_hash TEXT NOT NULL, seed INTEGER NOT NULL,
     attack TEXT NOT NULL, sample_index INTEGER NOT NULL, label INTEGER NOT NULL,
-    predictions TEXT NOT NULL, single_draw REAL NOT NULL, vote INTEGER NOT NULL,
+    predictions TEXT NOT NULL, single_draw REAL NOT NULL, vote REAL NOT NULL,
     seconds REAL NOT NULL, x_adv BLOB, attack_broken INTEGER,
     PRIMARY KEY (run_id, seed, attack, sample_index));
 """
@@ -89,7 +91,7 @@ class Outcome:
         return single_draw_correct(self.predictions, self.label)
 
     @property
-    def vote(self) -> bool:
+    def vote(self) -> float:
         return vote_correct(self.predictions, self.label)
 
     @property
@@ -132,7 +134,7 @@ class RecordStore:
         """Write a batch of outcomes in one transaction."""
         digest = self.run(run_id)["config_hash"]
         rows = [(run_id, digest, o.seed, o.attack, o.sample_index, o.label,
-                 json.dumps(list(o.predictions)), o.single_draw, int(o.vote), o.seconds,
+                 json.dumps(list(o.predictions)), o.single_draw, o.vote, o.seconds,
                  None if o.x_adv is None else
                  o.x_adv.detach().cpu().numpy().astype(np.float32).tobytes(),
                  None if o.attack_broken is None else int(o.attack_broken))
@@ -184,12 +186,14 @@ class RecordStore:
         for rowid, seed, attack, index, label, preds, single, vote in rows:
             predictions = tuple(json.loads(preds))
             expect_single = single_draw_correct(predictions, label)
-            expect_vote = int(vote_correct(predictions, label))
-            if abs(single - expect_single) > 1e-9 or vote != expect_vote:
+            expect_vote = vote_correct(predictions, label)
+            strict = float(expect_vote == 1.0)       # stores before the tie rule: ties as wrong
+            if abs(single - expect_single) > 1e-9 or min(abs(vote - expect_vote),
+                                                         abs(vote - strict)) > 1e-9:
                 found.append(f"row {rowid} (seed {seed}, {attack}, image {index}): stored "
-                             f"single_draw {single:g} and vote {vote}, its predictions "
+                             f"single_draw {single:g} and vote {vote:g}, its predictions "
                              f"{list(predictions)} of label {label} give {expect_single:g} and "
-                             f"{expect_vote}")
+                             f"{expect_vote:g}")
         return found
 
     def adversarial(self, run_id: str, seed: int, attack: str, shape: tuple[int, ...]

@@ -96,13 +96,8 @@ def report_text(result: EvalResult) -> str:
              f"{len(result.subset_indices)} images (subset seed {cfg.subset_seed}), standard "
              f"accuracy on {standard}; classifier "
              f"`{cfg.classifier}`; {seeds_and_draws(cfg)} per final evaluation.",
-             "Mean ± sample std over seeds; brackets: 95 % Wilson interval over the "
-             f"{len(result.subset_indices)} images, each image's correctness averaged over its "
-             "seeds and draws (the image is the unit). Single draw: the fraction of draws that are correct; "
-             "vote: the true label has strictly more votes than any other; all draws of the "
-             "kept image (N-evaluation): every one of its fresh draws is correct, the "
-             "resubmission risk; any draw of any iterate (DiffHammer's rule): also wrong "
-             "when some draw the attack scored on its way misclassified the image."]
+             "Mean ± sample std over seeds. "
+             + accuracy_rules(cfg.draws, len(result.attacks))]
     unlogged = [a for a in result.attacks if a not in result.logged_attacks()]
     if unlogged:
         notes.append("Attacks that keep no log of their draws (any draw of any iterate is "
@@ -113,6 +108,28 @@ def report_text(result: EvalResult) -> str:
                      + "; ".join(reductions) + ".")
     return (f"# advpure evaluation\n\n{note_line(cfg)}{results_table([result])}\n\n"
             f"{paper_table(result)}\n\n" + "\n\n".join(notes) + "\n")
+
+
+def accuracy_rules(draws: int, attacks: int) -> str:
+    """What each accuracy and interval of a report means at R = ``draws`` with ``attacks``
+    attacks (results.md and table.md say it in the same words)."""
+    fresh = draws - draws // 2
+    worst = ("the attack's own accuracy (one attack)" if attacks <= 1 else
+             f"per image, the attack with the fewest correct of the first {draws // 2} draws, "
+             f"scored on the other {fresh} (fresh) draws, so that the minimum does not pick up "
+             f"draw noise; its vote and all-draws figures are over those {fresh} draws"
+             if draws > 1 else
+             "per image, the minimum over the attacks of the one draw: biased low by draw noise "
+             "(more draws, --draws, choose on half of them and score on the rest)")
+    return ("Brackets: 95 % Wilson interval at the effective number of images "
+            "n·p̂(1 − p̂)/s² (s² the variance over the images of their correctness, each "
+            "averaged over its seeds and draws: the image is the unit; the row's n where s² = 0). "
+            f"Over R = {draws} draws: single draw, the fraction of draws that are correct; vote, "
+            "the majority of the draws, a tie for the most votes counted as 1/k of a vote (a "
+            "tie broken at random); all draws of the kept image (N-evaluation, falls with R "
+            "by construction): every one of its fresh draws is correct, the resubmission risk; "
+            "any draw of any iterate (DiffHammer's rule): also wrong when some draw the attack "
+            f"scored on its way misclassified the image. Worst case (ours): {worst}.")
 
 
 def note_line(cfg: EvalConfig) -> str:
@@ -157,16 +174,18 @@ def write_run(result: EvalResult, out_dir: Path) -> Path:
 
 
 CSV_KINDS = ("single_draw", "vote", "all_draws", "any_iterate")
-CSV_STATS = ("mean", "std", "ci_low", "ci_high")
+CSV_STATS = ("mean", "std", "ci_low", "ci_high", "n_effective")
 
 
 def write_csv(result: EvalResult, path: Path) -> None:
-    """results.csv: one row per accuracy, numbers only — for each kind (single draw, vote, all
-    draws of the kept image, any draw of any iterate) its mean and sample std over seeds and its 95 % interval, as fractions; the papers'
+    """results.csv: one row per accuracy, numbers only — the images, the draws R it is scored
+    on (the worst case: its fresh draws), and for each kind (single draw, vote, all draws of
+    the kept image, any draw of any iterate) its mean and sample std over seeds, its 95 %
+    interval, as fractions, and the effective number of images of the interval; the papers'
     AutoAttack rule has a single-draw mean and std only."""
     summary = result.summary()
-    fields = ["defense", "accuracy", "seeds", "images"] + [f"{k}_{s}" for k in CSV_KINDS
-                                                          for s in CSV_STATS]
+    fields = ["defense", "accuracy", "seeds", "images", "draws"] + \
+        [f"{k}_{s}" for k in CSV_KINDS for s in CSV_STATS]
     defense = result.config.defense.describe()
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -175,13 +194,14 @@ def write_csv(result: EvalResult, path: Path) -> None:
             if which == "robust" and not result.attacks:
                 continue
             row = {"defense": defense, "accuracy": which, "seeds": len(result.config.seeds),
-                   "images": stats["single_draw"]["n"]}
+                   "images": stats["single_draw"]["n"], "draws": result.draws_scored(which)}
             row |= {f"{k}_{s}": f"{stats[k][s]:.6g}" for k in CSV_KINDS for s in CSV_STATS}
             writer.writerow(row)
         rule = summary["autoattack_papers_rule"]
         if rule is not None:
             writer.writerow({"defense": defense, "accuracy": "autoattack papers' rule",
                              "seeds": len(result.config.seeds),
+                             "draws": result.config.draws,
                              "single_draw_mean": f"{rule['mean']:.6g}",
                              "single_draw_std": f"{rule['std']:.6g}"})
 
@@ -212,12 +232,23 @@ def load_run(run_dir: Path) -> EvalResult:
         attacks = list(dict.fromkeys(o.attack for o in outcomes if o.attack != "clean"))
         clean = [o.sample_index for o in outcomes
                  if o.seed == config.seeds[0] and o.attack == "clean"]
-        subset = sorted(clean[:min(config.n, len(clean))])   # the robust subset's rows first
+        subset = robust_subset(outcomes, config, attacks, clean)
         adversarial = _stored_adversarial(store, run["run_id"], config, attacks, subset)
     finally:
         store.close()
     return EvalResult(config, subset, attacks, outcomes, adversarial=adversarial,
                       standard_indices=sorted(clean))
+
+
+def robust_subset(outcomes: list, config: EvalConfig, attacks: list[str],
+                  clean: list[int]) -> list[int]:
+    """The attacked images (those with an outcome of the first seed and attack), whatever the
+    order the rows were written in (a Ray run may write a standard-only shard first); without
+    an attack, the first ``n`` clean rows (the runner writes the robust subset's first)."""
+    if attacks:
+        return sorted({o.sample_index for o in outcomes
+                       if o.seed == config.seeds[0] and o.attack == attacks[0]})
+    return sorted(clean[:min(config.n, len(clean))])
 
 
 def _directory_run(store: RecordStore, run_dir: Path) -> dict:

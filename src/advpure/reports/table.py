@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from ..evaluation.config import DefenseConfig, EvalConfig
-from ..evaluation.stats import paired_difference, paired_sign_test
+from ..evaluation.stats import holm, paired_sign_test
 from ..purifiers import PURIFIERS, PurifierSettings
-from .report import ci, note_line, pct, seeds_and_draws
+from .report import accuracy_rules, ci, note_line, pct, seeds_and_draws
 from .sweep import run_or_resume
 
 COMMON = tuple(f for f in PurifierSettings.model_fields if f != "name")   # every purifier has
@@ -56,16 +56,61 @@ def run_table(base: EvalConfig, defenses: list[EvalConfig], out_dir: Path,
     rows = [_row(cfg, s, attacks) for cfg, s in zip(defenses, summaries)]
     table = {"note": base.note, "attacks": attacks, "rows": rows,
              "budget_reductions": base.budget_reductions(),
-             "strongest": [strongest_attack(cfg.defense.describe(), s, attacks)
-                           for cfg, s in zip(defenses, summaries)]}
+             "images": [_images(s) for s in summaries],
+             "strongest": with_holm([strongest_attack(cfg.defense.describe(), s, attacks)
+                                     for cfg, s in zip(defenses, summaries)])}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.json").write_text(json.dumps(table, indent=2) + "\n")
     (out_dir / "table.md").write_text(table_markdown(table, base))
-    with open(out_dir / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_table_csv(defenses, summaries, attacks, out_dir / "table.csv")
     return table
+
+
+def _images(summary: dict) -> dict[str, int]:
+    """The row's images: robust subset, standard set, and the draws each is scored on."""
+    accuracies = summary["accuracies"]
+    draws = summary.get("draws_scored", {})
+    return {"robust": accuracies["robust"]["single_draw"]["n"],
+            "standard": accuracies["standard"]["single_draw"]["n"],
+            "draws": draws.get("standard"), "worst_case_draws": draws.get("robust")}
+
+
+TABLE_CSV = ("defense", "measure", "kind", "mean", "std", "ci_low", "ci_high", "images",
+             "n_effective", "seeds", "draws", "seconds", "ssim")
+
+
+def write_table_csv(defenses: list[EvalConfig], summaries: list[dict], attacks: list[str],
+                    path: Path) -> None:
+    """table.csv in long form, numbers only: one row per (defense, measure, kind), the measure
+    'standard', an attack's key, 'worst case' or "autoattack papers' rule"; its images, seeds
+    and the draws R it is scored on; the attack's seconds and SSIM."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_CSV)
+        writer.writeheader()
+        for cfg, summary in zip(defenses, summaries):
+            seeds = len(cfg.seeds)
+            for which, by_kind in summary["accuracies"].items():
+                measure = "worst case" if which == "robust" else which
+                for kind, stat in by_kind.items():
+                    writer.writerow({
+                        "defense": cfg.defense.describe(), "measure": measure, "kind": kind,
+                        **{k: f"{stat[k]:.6g}" for k in ("mean", "std", "ci_low", "ci_high",
+                                                         "n_effective")},
+                        "images": stat["n"], "seeds": seeds,
+                        "draws": summary.get("draws_scored", {}).get(which, cfg.draws),
+                        "seconds": _number(summary.get("attack_seconds", {}).get(which)),
+                        "ssim": _number(summary.get("perceptual", {}).get(which, {})
+                                        .get("ssim"))})
+            rule = summary["autoattack_papers_rule"]
+            if rule is not None:
+                writer.writerow({"defense": cfg.defense.describe(),
+                                 "measure": "autoattack papers' rule", "kind": "single_draw",
+                                 "mean": f"{rule['mean']:.6g}", "std": f"{rule['std']:.6g}",
+                                 "seeds": seeds, "draws": cfg.draws})
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
 
 
 KIND_TITLES = {"single_draw": "single-draw accuracy",
@@ -101,30 +146,42 @@ def _row(cfg: EvalConfig, summary: dict, attacks: list[str]) -> dict[str, str]:
 
 def strongest_attack(defense: str, summary: dict, attacks: list[str]) -> dict:
     """The attack of lowest single-draw accuracy against ``defense`` and, for every other one,
-    how many points it leaves more and the one-sided paired sign test over images that the
-    strongest is lower (``stats.paired_sign_test``, the audit's test)."""
+    how many points it leaves more, the images where the strongest leaves fewer / more
+    correct, the Clopper–Pearson interval of that share and the exact two-sided sign test
+    (``stats.paired_sign_test``; it rejects exactly where the interval excludes ½).
+    ``with_holm`` adjusts the p-values over a whole table."""
     per_image = summary.get("per_image", {})
     if len(attacks) < 2 or not all(a in per_image for a in attacks):
         return {"defense": defense, "strongest": None, "others": {}}
     accuracy = {a: summary["accuracies"][a]["single_draw"]["mean"] for a in attacks}
     best = min(attacks, key=accuracy.get)
-    others = {}
-    for a in attacks:
-        if a != best:
-            gap = paired_difference(per_image[a], per_image[best])
-            others[a] = {"points": 100 * (accuracy[a] - accuracy[best]),
-                         "points_low": 100 * gap["ci_low"], "points_high": 100 * gap["ci_high"],
-                         **paired_sign_test(per_image[best], per_image[a])}
+    others = {a: {"points": 100 * (accuracy[a] - accuracy[best]),
+                  **paired_sign_test(per_image[best], per_image[a])}
+              for a in attacks if a != best}
     return {"defense": defense, "strongest": best, "accuracy": accuracy[best], "others": others}
+
+
+def with_holm(entries: list[dict]) -> list[dict]:
+    """Every entry's p-values with Holm's adjustment over all the comparisons of the table
+    (the family: every defense × every attack against that defense's strongest)."""
+    cells = [(e, a) for e in entries for a in e["others"]]
+    adjusted = holm([e["others"][a]["p_value"] for e, a in cells])
+    for (entry, attack), p in zip(cells, adjusted):
+        entry["others"][attack]["p_holm"] = p
+    return entries
 
 
 def _strongest_section(table: dict) -> str:
     attacks = table["attacks"]
+    family = sum(len(e["others"]) for e in table["strongest"])
     lines = ["## Strongest attack per defense\n",
-             "Single-draw accuracy; each cell: how many points more the attack leaves than the "
-             "strongest with its 95 % t interval over the images' paired differences, and the "
-             "one-sided paired sign test over images that the strongest leaves fewer correct "
-             "(p).\n",
+             "Single-draw accuracy of the strongest attack (the lowest); each other cell: how "
+             "many points more that attack leaves · the images the strongest leaves fewer : "
+             "more correct, with the 95 % Clopper–Pearson interval (%) of the first share · the "
+             "exact two-sided sign test over those images (p) and its Holm adjustment over the "
+             f"{family} comparisons of this table (the family). The strongest is chosen as the "
+             "minimum of noisy estimates: a difference counts where the Holm-adjusted p is "
+             "below the level you state, not where the raw one is.\n",
              "| defense | strongest | " + " | ".join(attacks) + " |",
              "|" + "---|" * (len(attacks) + 2)]
     for entry in table["strongest"]:
@@ -139,10 +196,12 @@ def _strongest_section(table: dict) -> str:
 
 
 def _gap(other: dict) -> str:
-    """'+10.9 [4.2, 17.6] (p = 0.00072)'."""
-    ci = f" [{other['points_low']:.1f}, {other['points_high']:.1f}]" if "points_low" in other \
-        else ""
-    return f"+{other['points']:.1f}{ci} (p = {other['p_value']:.2g})"
+    """'+10.9 · 24:7 [59, 90] · p = 0.00072 (Holm 0.011)'."""
+    counts = f" · {other['first_lower']}:{other['first_higher']}" \
+        f" [{100 * other['share_low']:.0f}, {100 * other['share_high']:.0f}]" \
+        if "share_low" in other else ""
+    adjusted = f" (Holm {other['p_holm']:.2g})" if "p_holm" in other else ""
+    return f"+{other['points']:.1f}{counts} · p = {other['p_value']:.2g}{adjusted}"
 
 
 def table_markdown(table: dict, base: EvalConfig) -> str:
@@ -156,24 +215,29 @@ def table_markdown(table: dict, base: EvalConfig) -> str:
         sections.append(_section(table["rows"], "ssim: ", "SSIM of the adversarial images to "
                                  "the clean ones (first seed; LPIPS needs pretrained weights "
                                  "that cannot be had offline)"))
-    notes = [f"{base.dataset} ({base.split}); robust accuracy on a fixed subset of {base.n} "
-             f"images (at most the split), standard accuracy on "
-             f"{base.standard_n or 'the whole split'}; {seeds_and_draws(base)} per final "
-             "evaluation; accuracies as mean ± "
-             "sample std over seeds. Single draw: the fraction of draws that are correct; vote: "
-             "the true label has strictly more votes than any other; all draws (N-evaluation): "
-             "every fresh draw of the kept image is correct; any draw of any iterate "
-             "(DiffHammer's rule): also no draw that the attack scored on its way was wrong "
-             "(for attacks that keep no such log, PGD-free ones such as Square or AutoAttack, "
-             "it is the all-draws accuracy). Worst case (ours): per image, the minimum over the "
-             "attacks; AutoAttack (papers' rule): the minimum of the standard and rand versions' "
-             "aggregate accuracies. Brackets: 95 % Wilson interval over the images, each image's "
-             "correctness averaged over its seeds and draws (the image is the unit)."]
+    notes = [f"{base.dataset} ({base.split}); {_images_note(table)}; "
+             f"{seeds_and_draws(base)} per final evaluation; accuracies as mean ± sample std "
+             "over seeds. AutoAttack (papers' rule): the minimum of the standard and rand "
+             "versions' aggregate accuracies. "
+             + accuracy_rules(base.draws, len(table["attacks"]))]
     if table["budget_reductions"]:
         notes.append(f"**Reduced budgets** against protocol `{base.protocol}`: "
                      + "; ".join(table["budget_reductions"]) + ".")
     return ("# Defenses under attack\n\n" + note_line(base) + "\n\n".join(sections) + "\n\n"
             + "\n\n".join(notes) + "\n")
+
+
+def _images_note(table: dict) -> str:
+    """'robust accuracy on 64 images, standard accuracy on 64', per row where rows differ."""
+    def text(images: dict) -> str:
+        return (f"robust accuracy on {images['robust']} images, standard accuracy on "
+                f"{images['standard']}")
+    counts = table.get("images", [])
+    if not counts:
+        return "images as in each run's results.md"
+    if all(c == counts[0] for c in counts):
+        return text(counts[0])
+    return "; ".join(f"{row['defense']}: {text(c)}" for row, c in zip(table["rows"], counts))
 
 
 def _section(rows: list[dict[str, str]], prefix: str, title: str) -> str:

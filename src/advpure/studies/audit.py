@@ -38,7 +38,9 @@ from ..attacks.losses import cw_margin
 from ..evaluation.config import AttackConfig, EvalConfig
 from ..evaluation.experiment import Defense, evaluation_subsets
 from ..data.profiles import default_eps
-from ..evaluation.stats import binomial_tail, paired_sign_test
+from ..evaluation.stats import (binomial_tail, budget_falls, detectable_effect,
+                                images_for_power, paired_sign_test, sign_test_p,
+                                sign_test_power, vote_correct)
 from ..models import load_classifier
 from ..reports.plots import figure
 
@@ -72,7 +74,13 @@ class AuditBudget:
         "help": "calls per image for the randomness check"})
     square_queries: int = field(default=1000, metadata={
         "help": "queries of the black-box Square"})
-    alpha: float = field(default=0.01, metadata={"help": "level of each one-sided test"})
+    alpha: float = field(default=0.01, metadata={
+        "help": "level of FAIL (each test two-sided)"})
+    warn_alpha: float = field(default=0.05, metadata={
+        "help": "level of WARN (each test two-sided): a difference in the wrong direction "
+                "below it but not below --alpha"})
+    effect: float = field(default=0.10, metadata={
+        "help": "the effect (fraction of images) whose power each test reports"})
     unbounded_accuracy: float = field(default=0.05, metadata={
         "help": "p₀ of the unbounded-attack test: the accuracy it must stay below"})
 
@@ -108,36 +116,53 @@ class Audit:
 
 # ---------------------------------------------------------------- statistics
 
-def sign_test(stronger: torch.Tensor, weaker: torch.Tensor, alpha: float) -> tuple[str, dict]:
+def sign_test(stronger: torch.Tensor, weaker: torch.Tensor, budget: AuditBudget
+              ) -> tuple[str, dict]:
     """Per-image correctness (0/1) under a setting that should be at least as strong and under
-    a weaker one: FAIL when the stronger leaves significantly more images correct (the one-sided
-    ``paired_sign_test`` that the weaker one is lower)."""
+    a weaker one, by the two-sided ``paired_sign_test``: FAIL when the stronger leaves more
+    images correct at p < α (``budget.alpha``), WARN at p < ``budget.warn_alpha``, else PASS
+    (INCONCLUSIVE where the test could not reach α even if every changed image had gone one
+    way). The figures give the test's power against ``budget.effect`` and the images that
+    reach 80 % (``stats.sign_test_power``)."""
     tested = paired_sign_test(weaker.tolist(), stronger.tolist())
     b, c, p = tested["first_lower"], tested["first_higher"], tested["p_value"]
-    status = FAIL if p < alpha else WARN if b > c else PASS
-    if status == PASS and not has_power(b + c, alpha):
+    wrong_way = b > c
+    status = FAIL if wrong_way and p < budget.alpha else \
+        WARN if wrong_way and p < budget.warn_alpha else PASS
+    if status == PASS and not has_power(b + c, budget.alpha):
         status = INCONCLUSIVE
-    return status, {"only_stronger_correct": b, "only_weaker_correct": c, "p_value": p}
+    return status, {"only_stronger_correct": b, "only_weaker_correct": c, "p_value": p,
+                    **power_figures(len(stronger), budget)}
+
+
+def power_figures(n: int, budget: AuditBudget) -> dict:
+    """The power of a FAIL at ``n`` images against ``budget.effect`` and the images for 80 %."""
+    key = f"{100 * budget.effect:g}_points"
+    return {f"power_at_{key}": sign_test_power(n, budget.effect, budget.alpha),
+            f"images_for_80_percent_power_at_{key}": images_for_power(budget.effect,
+                                                                        budget.alpha)}
 
 
 def has_power(discordant: int, alpha: float) -> bool:
-    """Whether a sign test on ``discordant`` images could reach α at all (all of them one
-    way: p = ½ⁿ); without it a PASS would only say that there were too few images."""
-    return 0.5 ** discordant < alpha
+    """Whether a two-sided sign test on ``discordant`` images could reach α at all (all of
+    them one way); without it a PASS would only say that there were too few images."""
+    return sign_test_p(discordant, 0) < alpha
 
 
-def explained(explanation: str, status: str, p_value: float, alpha: float) -> str:
+def explained(explanation: str, status: str, p_value: float, budget: AuditBudget) -> str:
     """The check's explanation, with what a WARN or FAIL of a test means."""
+    alpha, warn = budget.alpha, budget.warn_alpha
     if status == WARN:
-        return (f"{explanation}. WARN: the wrong direction, but not significant (p = "
-                f"{p_value:.2g} ≥ α = {alpha:g}): within Monte-Carlo error at this many images; "
-                "more images (--images) tell")
+        return (f"{explanation}. WARN: the wrong direction at p = {p_value:.2g} < {warn:g} "
+                f"(two-sided), not below the FAIL level α = {alpha:g}; more images (--images) "
+                "tell")
     if status == FAIL:
-        return f"{explanation}. FAIL: significant at α = {alpha:g} (p = {p_value:.2g})"
+        return f"{explanation}. FAIL: significant at α = {alpha:g} (p = {p_value:.2g}, two-sided)"
     if status == INCONCLUSIVE:
         return (f"{explanation}. INCONCLUSIVE: too few images changed between the settings for "
-                f"the test to reach α = {alpha:g} even if all had gone one way; more images "
-                "(--images) tell")
+                f"the test to reach α = {alpha:g} even if all had gone one way; "
+                f"{images_for_power(budget.effect, alpha)} images give 80 % power against "
+                f"{100 * budget.effect:g} points (--images)")
     return explanation
 
 
@@ -199,13 +224,13 @@ def unbounded_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Che
     correct = run.correct(attack)
     k, n = int(correct.sum()), len(correct)
     p = binomial_tail(k, n, budget.unbounded_accuracy)
-    status = FAIL if p < budget.alpha else WARN if k else PASS
+    status = FAIL if p < budget.alpha else WARN if p < budget.warn_alpha else PASS
     curves["unbounded"] = k / n
     return Check("unbounded attack reaches ~0 %", status,
                  {"eps": eps, "steps": attack.steps, "accuracy": k / n, "p_value": p},
                  explained(f"an attack that may change every pixel ({a.norm} ε = {eps:.3g}) "
                            f"must win; tested against {100 * budget.unbounded_accuracy:g} %",
-                           status, p, budget.alpha))
+                           status, p, budget))
 
 
 def eps_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Check:
@@ -213,10 +238,10 @@ def eps_check(run: AttackRunner, budget: AuditBudget, curves: dict) -> Check:
     grid = [a.eps * f for f in sorted(budget.eps_factors)]
     correct = [run.correct(a.replace(eps=e)) for e in grid]
     curves["eps"] = {"x": grid, "accuracy": [float(c.mean()) for c in correct]}
-    tests = [sign_test(correct[i + 1], correct[i], budget.alpha) for i in range(len(grid) - 1)]
+    tests = [sign_test(correct[i + 1], correct[i], budget) for i in range(len(grid) - 1)]
     return _worst_of("accuracy falls with ε", tests, grid,
                      "a larger ε can only help the attacker; a rise is a sign of masking",
-                     curves["eps"]["accuracy"], budget.alpha)
+                     curves["eps"]["accuracy"], budget)
 
 
 def budget_check(run: AttackRunner, budget: AuditBudget, curves: dict, what: str) -> Check:
@@ -226,34 +251,40 @@ def budget_check(run: AttackRunner, budget: AuditBudget, curves: dict, what: str
     option = "steps" if what == "iterations" else "eot"
     correct = [run.correct(a.replace(**{option: v})) for v in grid]
     curves[what] = {"x": grid, "accuracy": [float(c.mean()) for c in correct]}
-    tests = [sign_test(correct[i + 1], correct[i], budget.alpha) for i in range(len(grid) - 1)]
+    tests = [sign_test(correct[i + 1], correct[i], budget) for i in range(len(grid) - 1)]
     check = _worst_of(f"more {what} do not raise accuracy", tests, grid,
                       f"more attack {what} can only help; accuracy rising with them means the "
                       "attack has not converged or follows a masked gradient",
-                      curves[what]["accuracy"], budget.alpha)
-    return not_converged(check, correct, grid, what, budget.alpha)
+                      curves[what]["accuracy"], budget)
+    return not_converged(check, correct, grid, what, budget)
 
 
 def not_converged(check: Check, correct: list[torch.Tensor], grid: list, what: str,
-                  alpha: float) -> Check:
-    """WARN "not converged" where accuracy still falls significantly from one budget to the
-    next (the one-sided sign test that the larger budget leaves fewer images correct): the
-    robust accuracy at the audited budget is then an upper bound."""
-    falls = [(grid[i], grid[i + 1], paired_sign_test(correct[i + 1].tolist(),
-                                                     correct[i].tolist())["p_value"])
-             for i in range(len(grid) - 1)]
-    significant = [(k, k2, p) for k, k2, p in falls if p < alpha]
-    check.figures["falls_p_values"] = {f"{k}→{k2}": p for k, k2, p in falls}
-    if not significant or SEVERITY[check.status] >= SEVERITY[WARN]:
+                  budget: AuditBudget) -> Check:
+    """WARN "not converged" where accuracy still falls significantly (two-sided sign test at α,
+    the larger budget leaving fewer images correct) between neighbouring budgets or from the
+    smallest to the largest: the robust accuracy at the audited budget is then an upper bound.
+    The figures give the smallest fall the test detects with 80 % power at this many images;
+    no fall found is not evidence of convergence below it. A check that is already WARN or
+    FAIL keeps its status and gains the message."""
+    falls = budget_falls([c.tolist() for c in correct], grid)
+    significant = [(k, k2, p) for k, k2, p, lost in falls if p < budget.alpha and lost > 0]
+    check.figures["falls_p_values"] = {f"{k}→{k2}": p for k, k2, p, _ in falls}
+    check.figures["detectable_fall_points"] = 100 * detectable_effect(len(correct[0]),
+                                                                      budget.alpha)
+    if not significant:
         return check
     where = "; ".join(f"{k} → {k2} (p = {p:.2g})" for k, k2, p in significant)
-    return Check(check.name, WARN, check.figures,
-                 f"WARN: not converged — accuracy still falls significantly with more {what}: "
-                 f"{where}; the robust accuracy at the audited budget is an upper bound")
+    message = (f"not converged — accuracy still falls significantly with more {what}: "
+               f"{where}; the robust accuracy at the audited budget is an upper bound")
+    if SEVERITY[check.status] >= SEVERITY[WARN]:
+        return Check(check.name, check.status, check.figures,
+                     f"{check.explanation}. Also {message}")
+    return Check(check.name, WARN, check.figures, f"WARN: {message}")
 
 
 def _worst_of(name: str, tests: list[tuple[str, dict]], grid: list, explanation: str,
-              accuracy: list[float], alpha: float) -> Check:
+              accuracy: list[float], budget: AuditBudget) -> Check:
     """The worst of the paired tests between neighbours of a grid (each a larger budget); a
     neighbour pair without power does not decide the check unless none has power."""
     decided = [s for s, _ in tests if s != INCONCLUSIVE]
@@ -263,7 +294,7 @@ def _worst_of(name: str, tests: list[tuple[str, dict]], grid: list, explanation:
                "images_gained_by_a_larger_budget": max(f["only_stronger_correct"]
                                                        for _, f in tests)}
     return Check(name, status, figures,
-                 explained(explanation, status, figures["smallest_p_value"], alpha))
+                 explained(explanation, status, figures["smallest_p_value"], budget))
 
 
 def baseline_checks(run: AttackRunner, budget: AuditBudget) -> list[Check]:
@@ -283,12 +314,12 @@ def baseline_checks(run: AttackRunner, budget: AuditBudget) -> list[Check]:
         def check(name=name, other=other) -> Check:
             white = run.correct(a)
             weaker = other if isinstance(other, torch.Tensor) else other()
-            status, figures = sign_test(white, weaker, budget.alpha)
+            status, figures = sign_test(white, weaker, budget)
             figures |= {"white_box_accuracy": float(white.mean()),
                         "other_accuracy": float(weaker.mean())}
             return Check(f"white-box beats {name}", status, figures, explained(
                 f"the gradient attack must leave no more images correct than {name}",
-                status, figures["p_value"], budget.alpha))
+                status, figures["p_value"], budget))
         checks.append(_guarded(f"white-box beats {name}", check))
     return checks
 
@@ -330,8 +361,8 @@ def randomness_check(run: AttackRunner, budget: AuditBudget) -> Check:
     stochastic = bool((logits - logits[0]).abs().max() > 1e-6)
     agree = (predictions == predictions.mode(0).values).float().mean(0)
     single = float((predictions == t.y).float().mean())
-    votes = torch.stack([(predictions == k).sum(0) for k in range(logits.shape[2])])
-    vote = float((votes.argmax(0) == t.y).float().mean())
+    vote = sum(vote_correct(p.tolist(), int(label))
+               for p, label in zip(predictions.T, t.y)) / len(t.y)       # ties: half a vote
     eot = t.attack.eot_copies()
     status = WARN if stochastic and eot == 1 else PASS
     explanation = ("the defense is randomized: attack it with EOT (AutoAttack: version='rand')"
@@ -362,14 +393,13 @@ def mode_check(run: AttackRunner, budget: AuditBudget) -> Check:
                      "same noise draw its gradient must equal the exact one (cosine ≥ 0.999)")
     # the mode in use must be at least as strong as exact: FAIL when it leaves significantly
     # more images correct (the evaluation overstates robustness)
-    status, tested = sign_test(run.correct(t.attack), run.correct(t.attack, "exact"),
-                               budget.alpha)
+    status, tested = sign_test(run.correct(t.attack), run.correct(t.attack, "exact"), budget)
     figures |= tested | {"accuracy_in_use": float(run.correct(t.attack).mean()),
                          "accuracy_exact": float(run.correct(t.attack, "exact").mean())}
     return Check(name, status, figures, explained(
         f"the {t.gradient} gradient cannot be compared at one noise draw: the same attack with "
         "exact gradients must not leave fewer images correct", status, tested["p_value"],
-        budget.alpha))
+        budget))
 
 
 def _gradient(t: Target, mode: str, seed: int) -> torch.Tensor:
