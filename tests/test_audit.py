@@ -211,6 +211,10 @@ def test_an_attack_still_gaining_with_iterations_is_warned_not_converged():
     assert check.status == WARN and "not converged" in check.explanation
     assert curves["iterations"]["accuracy"][0] > curves["iterations"]["accuracy"][-1]
     assert min(check.figures["falls_p_values"].values()) < 0.01
+    # its power at 64 images against 10 points (α = 0.01: 8 images one way), and the images
+    # that reach 80 %
+    assert check.figures["power_at_10_points"] == pytest.approx(binomial_tail(8, 64, 0.1))
+    assert check.figures["images_for_80_percent_power_at_10_points"] == 101
 
 
 def test_the_mode_check_does_not_apply_to_exact_and_the_verdict_says_what_it_rests_on():

@@ -188,22 +188,22 @@ def test_ssim_is_one_for_equal_images_and_falls_with_noise():
 
 def test_the_strongest_attack_and_its_paired_sign_tests_by_hand():
     from advpure.evaluation.stats import paired_sign_test
-    from advpure.reports.table import strongest_attack
+    from advpure.reports.table import strongest_attack, with_holm
 
     per_image = {"a": [1, 0, 0, 0, 0, 1], "b": [1, 1, 1, 1, 1, 1], "c": [1, 0, 1, 0, 0, 1]}
     summary = {"per_image": per_image, "accuracies": {
         k: {"single_draw": {"mean": sum(v) / 6}} for k, v in per_image.items()}}
     entry = strongest_attack("d", summary, ["a", "b", "c"])
     assert entry["strongest"] == "a" and entry["accuracy"] == pytest.approx(2 / 6)
-    # a < b on 4 images and never above: p = P(Bin(4, ½) ≥ 4) = 1/16; a < c on one image: ½
-    assert entry["others"]["b"]["p_value"] == pytest.approx(1 / 16)
-    assert entry["others"]["c"]["p_value"] == pytest.approx(1 / 2)
+    # a < b on 4 images and never above: two-sided p = 2·½⁴ = 1/8; a < c on one image: 1
+    assert entry["others"]["b"]["p_value"] == pytest.approx(1 / 8)
+    assert entry["others"]["c"]["p_value"] == pytest.approx(1.0)
     assert entry["others"]["b"]["points"] == pytest.approx(100 * 4 / 6)
-    # the gap's t interval over the 6 images' differences b − a = 0, 1, 1, 1, 1, 0
-    import statistics
-
-    from scipy.stats import t
-    half = t.ppf(0.975, 5) * statistics.stdev([0, 1, 1, 1, 1, 0]) / 6 ** 0.5
-    assert entry["others"]["b"]["points_low"] == pytest.approx(100 * (4 / 6 - half))
-    assert entry["others"]["b"]["points_high"] == pytest.approx(100 * (4 / 6 + half))
+    # the Clopper–Pearson interval of the share 4/4: [(α/2)^(1/4), 1]
+    assert entry["others"]["b"]["share_low"] == pytest.approx(0.025 ** 0.25)
+    assert entry["others"]["b"]["share_high"] == 1.0
+    # Holm over the table: p-values 1/8 and 1 → 2·1/8 = 1/4 and max(1/4, 1) = 1
+    with_holm([entry])
+    assert entry["others"]["b"]["p_holm"] == pytest.approx(0.25)
+    assert entry["others"]["c"]["p_holm"] == 1.0
     assert paired_sign_test([0.5, 0.5], [0.5, 0.5])["p_value"] == 1.0

@@ -1,5 +1,6 @@
 """Evaluation protocols: statistics by hand, the record store, reports, protocols, experiment
 files."""
+import csv
 import json
 import math
 import shutil
@@ -60,11 +61,17 @@ def test_aggregation_on_fixed_records():
                                                     "std": pytest.approx(0.1178511), "seeds": 2})
     # seed 0: standard 0.5,1,0 → 0.5; seed 1: standard 1,0,1 → 0.667
     assert r.accuracy(std)["mean"] == pytest.approx((0.5 + 2 / 3) / 2)
-    # worst case on fresh draws: the attack chosen on draw 1 (a tie: the first), draw 2 scored.
+    # worst case on fresh draws: the attack chosen on draw 1, draw 2 scored; a tie goes to the
+    # attack strongest on draw 1 over the images (here both 2/3 in each seed: the first).
     # seed 0: image 10 std (tie) → 0, 11 rand → 1, 12 std → 0; seed 1: 10 std → 1, 11 std → 0,
     # 12 rand → 1
     assert r.accuracy("robust")["mean"] == pytest.approx((1 / 3 + 2 / 3) / 2)
     assert r.autoattack_papers_rule()["mean"] == pytest.approx((0.5 + 2 / 3) / 2)
+    # all draws, vote, any iterate: the per-image minimum over all R draws (survives every attack)
+    for seed in r.config.seeds:
+        assert r.robust_correct(seed, "all_draws") == [min(a, b) for a, b in zip(
+            r.correct(seed, std, "all_draws"), r.correct(seed, rand, "all_draws"))]
+    assert r.draws_scored("robust") == 1 and r.draws_scored("robust", "all_draws") == 2
     # votes, a tie half a vote: seed 0 rand 1, ½, 1; seed 1 rand 1, 1, ½
     assert r.accuracy(rand, "vote")["mean"] == pytest.approx(2.5 / 3)
     # the image is the unit: per-image worst case averaged over the seeds, (0 + 1) / 2, … →
@@ -222,9 +229,17 @@ def test_sweep_over_the_eot_count_and_the_table_of_defenses(tmp_path):
             assert row[f"{kind}: worst case (ours)"] == \
                 row[f"{kind}: pgd-linf(eps=0.2, 1 steps, EOT 1)"]
         assert float(row["seconds: pgd-linf(eps=0.2, 1 steps, EOT 1)"]) >= 0
-    assert (tmp_path / "table" / "table.csv").is_file()
+    with open(tmp_path / "table" / "table.csv") as f:       # long form, numbers only
+        rows = list(csv.DictReader(f))
+    assert {r["kind"] for r in rows} == {"single_draw", "vote", "all_draws", "any_iterate"}
+    for row in rows:
+        assert int(row["images"]) == 4 and int(row["draws"]) == 1 and int(row["seeds"]) == 1
+        assert 0.0 <= float(row["ci_low"]) <= float(row["mean"]) <= float(row["ci_high"]) <= 1
     markdown = (tmp_path / "table" / "table.md").read_text()
     assert "## All-draws accuracy" in markdown and "## Compute time per attack" in markdown
+    for text in (markdown, (tmp_path / "eot" / "sweep.md").read_text()):
+        assert "robust accuracy on 4 images, standard accuracy on 4" in text
+        assert "None" not in text
 
 
 def test_saved_adversarial_images_come_back_with_the_grid_and_files_list_defenses(tmp_path):

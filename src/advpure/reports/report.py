@@ -115,11 +115,13 @@ def accuracy_rules(draws: int, attacks: int) -> str:
     attacks (results.md and table.md say it in the same words)."""
     fresh = draws - draws // 2
     worst = ("the attack's own accuracy (one attack)" if attacks <= 1 else
-             f"per image, the attack with the fewest correct of the first {draws // 2} draws, "
-             f"scored on the other {fresh} (fresh) draws, so that the minimum does not pick up "
-             f"draw noise; its vote and all-draws figures are over those {fresh} draws"
+             f"per image, single draw: the attack with the fewest correct of the first "
+             f"{draws // 2} draws (a tie to the attack strongest on those draws), scored on the "
+             f"other {fresh} (fresh) draws, so that the minimum of noisy estimates does not pick "
+             "up draw noise; vote, all draws and any iterate: the minimum over the attacks "
+             "(the image survives every attack under that rule)"
              if draws > 1 else
-             "per image, the minimum over the attacks of the one draw: biased low by draw noise "
+             "per image, the minimum over the attacks; in single draw biased low by draw noise "
              "(more draws, --draws, choose on half of them and score on the rest)")
     return ("Brackets: 95 % Wilson interval at the effective number of images "
             "n·p̂(1 − p̂)/s² (s² the variance over the images of their correctness, each "
@@ -178,13 +180,13 @@ CSV_STATS = ("mean", "std", "ci_low", "ci_high", "n_effective")
 
 
 def write_csv(result: EvalResult, path: Path) -> None:
-    """results.csv: one row per accuracy, numbers only — the images, the draws R it is scored
-    on (the worst case: its fresh draws), and for each kind (single draw, vote, all draws of
+    """results.csv: one row per accuracy, numbers only — the images, the draws R, the draws
+    its single-draw accuracy is scored on (the worst case: its fresh draws), and for each kind (single draw, vote, all draws of
     the kept image, any draw of any iterate) its mean and sample std over seeds, its 95 %
     interval, as fractions, and the effective number of images of the interval; the papers'
     AutoAttack rule has a single-draw mean and std only."""
     summary = result.summary()
-    fields = ["defense", "accuracy", "seeds", "images", "draws"] + \
+    fields = ["defense", "accuracy", "seeds", "images", "draws", "single_draw_draws"] + \
         [f"{k}_{s}" for k in CSV_KINDS for s in CSV_STATS]
     defense = result.config.defense.describe()
     with open(path, "w", newline="") as f:
@@ -194,7 +196,8 @@ def write_csv(result: EvalResult, path: Path) -> None:
             if which == "robust" and not result.attacks:
                 continue
             row = {"defense": defense, "accuracy": which, "seeds": len(result.config.seeds),
-                   "images": stats["single_draw"]["n"], "draws": result.draws_scored(which)}
+                   "images": stats["single_draw"]["n"], "draws": result.config.draws,
+                   "single_draw_draws": result.draws_scored(which)}
             row |= {f"{k}_{s}": f"{stats[k][s]:.6g}" for k in CSV_KINDS for s in CSV_STATS}
             writer.writerow(row)
         rule = summary["autoattack_papers_rule"]

@@ -15,7 +15,7 @@ from ..evaluation.runner import run_evaluation, with_subset_size
 from ..purifiers import PURIFIERS, NoDefense
 from ..settings import is_numeric
 from ..evaluation.stats import budget_falls, detectable_effect
-from .report import pct, plot_accuracy_vs, write_run
+from .report import load_run, pct, plot_accuracy_vs, write_run
 
 MODEL_SWEEPABLE = ("guidance_classifier", "diffusion")     # specs (AGDM Fig. 3c: one φ per λ)
 ATTACK_SWEEPABLE = ("eps", "eot", "steps")     # set on every attack (DiffPure Fig. 6: EOT)
@@ -67,15 +67,18 @@ def with_option(base: EvalConfig, param: str, value: float | str) -> EvalConfig:
 
 
 def run_or_resume(cfg: EvalConfig, run_dir: Path, progress: bool = True, executor=None) -> dict:
-    """The summary of ``cfg``: read from ``run_dir`` if a finished run of the very same config
-    is there, otherwise evaluated there (resuming what its record store holds) and written."""
+    """The summary of ``cfg``: rebuilt from ``run_dir``'s record store if a finished run of the
+    very same config is there (its report rewritten under the current rules), otherwise
+    evaluated there (resuming what its record store holds) and written."""
     cfg = with_subset_size(cfg)
     results = run_dir / "results.json"
     if results.is_file():
         summary = json.loads(results.read_text())
         if summary["config"] == cfg.model_dump(mode="json"):
             tqdm.write(f"reusing {run_dir} ({describe(cfg)})")
-            return summary
+            result = load_run(run_dir)
+            write_run(result, run_dir)
+            return result.summary()
     result = run_evaluation(cfg, progress, out_dir=run_dir, executor=executor)
     write_run(result, run_dir)
     return result.summary()
@@ -137,10 +140,17 @@ def write_sweep(sweep: Sweep, base: EvalConfig, out_dir: Path) -> Path:
     convergence = convergence_note(sweep)
     (out_dir / "sweep.md").write_text(
         f"# Accuracy against {sweep.param}\n\n{describe(base)}, {sweep.param} varied; "
-        f"{len(base.seeds)} seed(s), mean ± sample std; {base.n} images of {base.dataset}; "
-        "error bars: 95 % Wilson intervals over the images.\n\n"
+        f"{len(base.seeds)} seed(s), mean ± sample std; {_images(sweep)} of {base.dataset}; "
+        "error bars: 95 % Wilson intervals at the effective number of images.\n\n"
         f"{sweep_table(sweep)}\n\n{convergence}![accuracy against {sweep.param}](sweep.png)\n")
     return out_dir
+
+
+def _images(sweep: Sweep) -> str:
+    """'robust accuracy on 64 images, standard accuracy on 64', from the runs themselves."""
+    first = sweep.summaries[0]["accuracies"]
+    return (f"robust accuracy on {first['robust']['single_draw']['n']} images, standard "
+            f"accuracy on {first['standard']['single_draw']['n']}")
 
 
 def _intervals(sweep: Sweep, which: str) -> list[tuple[float, float]]:

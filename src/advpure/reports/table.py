@@ -72,7 +72,8 @@ def _images(summary: dict) -> dict[str, int]:
     draws = summary.get("draws_scored", {})
     return {"robust": accuracies["robust"]["single_draw"]["n"],
             "standard": accuracies["standard"]["single_draw"]["n"],
-            "draws": draws.get("standard"), "worst_case_draws": draws.get("robust")}
+            "draws": draws.get("standard", {}).get("single_draw"),
+            "worst_case_single_draws": draws.get("robust", {}).get("single_draw")}
 
 
 TABLE_CSV = ("defense", "measure", "kind", "mean", "std", "ci_low", "ci_high", "images",
@@ -97,7 +98,8 @@ def write_table_csv(defenses: list[EvalConfig], summaries: list[dict], attacks: 
                         **{k: f"{stat[k]:.6g}" for k in ("mean", "std", "ci_low", "ci_high",
                                                          "n_effective")},
                         "images": stat["n"], "seeds": seeds,
-                        "draws": summary.get("draws_scored", {}).get(which, cfg.draws),
+                        "draws": summary.get("draws_scored", {}).get(which, {}).get(
+                            kind, cfg.draws),
                         "seconds": _number(summary.get("attack_seconds", {}).get(which)),
                         "ssim": _number(summary.get("perceptual", {}).get(which, {})
                                         .get("ssim"))})

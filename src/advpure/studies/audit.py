@@ -7,14 +7,17 @@ AutoAttack's own flags (zero gradients, randomized defenses); the last check com
 gradient mode in use with exact gradients (Lee & Kim 2023; DiffBreak: DiffPure's 70.64 % under
 adjoint gradients is about 46–48 % with exact ones).
 
-Each check is a stated one-sided test at level α (default 0.01) on the same images, so that
-Monte-Carlo noise alone does not fail an honest defense:
+Each check is a stated test on the same images, FAIL at α (default 0.01) and WARN at a stated
+``warn_alpha`` (default 0.05), so that Monte-Carlo noise alone neither fails nor warns an honest
+defense (``advpure bench statistics`` measures both rates):
 
 - paired comparisons (more budget, larger ε, white-box vs noise / Square / transfer, a gradient
-  mode vs exact) use the **sign test** on the discordant images: if ``b`` images are correct
-  only under the setting that should be stronger and ``c`` only under the weaker one, the
-  p-value of "the stronger setting is not weaker" is P(Bin(b + c, ½) ≥ b). FAIL when p < α, WARN
-  when b > c without significance, PASS otherwise;
+  mode vs exact) use the exact two-sided **sign test** on the discordant images: ``b`` images
+  correct only under the setting that should be stronger, ``c`` only under the weaker one.
+  FAIL when b > c at p < α, WARN when b > c at p < ``warn_alpha``, INCONCLUSIVE when b + c
+  images could not reach α even all one way, PASS otherwise; each test reports its power
+  against a stated effect (``effect``, 10 points) and the images that reach 80 %. Budgets are
+  also compared smallest against largest, where a gradual fall shows ("not converged");
 - the unbounded attack: P(Bin(n, p₀) ≥ k) for k of n images still correct, p₀ = 5 %;
 - zero gradients (AutoAttack's check, on the margin loss, which does not saturate as the
   cross-entropy does in float32): any image with a zero or non-finite gradient FAILs;
@@ -293,6 +296,8 @@ def _worst_of(name: str, tests: list[tuple[str, dict]], grid: list, explanation:
                "smallest_p_value": min(f["p_value"] for _, f in tests),
                "images_gained_by_a_larger_budget": max(f["only_stronger_correct"]
                                                        for _, f in tests)}
+    figures |= {k: v for k, v in tests[0][1].items()                  # the same n in every test
+                if k.startswith(("power_at", "images_for"))}
     return Check(name, status, figures,
                  explained(explanation, status, figures["smallest_p_value"], budget))
 
