@@ -88,7 +88,7 @@ def test_evaluate_takes_sampler_options_and_an_experiment_file(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--sampler", "sde", "--ddim-eta", "0.5"], "sampler 'sde' takes options t_end, found ddim_eta"),
+    (["--sampler", "sde", "--ddim-eta", "0.5"], "sampler 'sde' takes options t_end, grid, noising, found ddim_eta"),
     (["--sampler", "ddpm", "--gradient", "adjoint"], "'adjoint' needs a continuous-time solver"),
     (["--sampler", "ld", "--t-star", "0.1"], "sampler 'ld' has no t*"),
     (["--sampler", "heun"], "defense.sampler: expected 'sde', 'ode', 'ld', 'ddpm' or 'ddim'"),

@@ -55,7 +55,7 @@ def test_ld_sde_starts_at_the_input_without_forward_noise():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(sampler="sde", ddim_eta=0.5), "sampler 'sde' takes options t_end, found ddim_eta"),
+    (dict(sampler="sde", ddim_eta=0.5), "sampler 'sde' takes options t_end, grid, noising, found ddim_eta"),
     (dict(sampler="ddpm", ddim_eta=0.5), "found ddim_eta=0.5 \\(sampler 'ddim'\\)"),
     (dict(sampler="ld", t_star=0.1), "sampler 'ld' has no t\\*"),
     (dict(sampler="sde", t_star=0.1, t_star_delta=0.2), r"expected t_end \+ t_star_delta < t_star"),

@@ -333,8 +333,10 @@ def test_a_top_k_mask_covers_k_of_the_pixels(digits_batch, top):
 
 
 def test_the_authors_code_variant_matches_its_stages_by_hand(digits_batch):
-    """Stage 1: impose the known region at level n, U one-level forward steps, one DDIM (η = 0)
-    jump from n + U to p; stage 2: DDIM (η = 0); computed here from the recorded noise."""
+    """On the code's levels (its index i is our level i + 1: 201 → 1): the whole image noised
+    to the top level; stage 1: impose the known region at level n, U one-level forward steps,
+    one DDIM (η = 0) jump from n + U to p, and the code's unused DDIM draw; stage 2: DDIM
+    (η = 0); computed here from the recorded noise."""
     x, _ = digits_batch
     x, jumps, eps_model, schedule = x[:3].double(), 3, PixelGaussianEps(), DiscreteSchedule()
     mask = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).double()
@@ -351,17 +353,16 @@ def test_the_authors_code_variant_matches_its_stages_by_hand(digits_batch):
         return ab(p) ** 0.5 * x0_hat + (1 - ab(p)) ** 0.5 * eps
 
     draws = iter(noise.draws)
-    x0, first = 2 * x - 1, next(draws)
-    state = mask * (ab(200) ** 0.5 * x0 + (1 - ab(200)) ** 0.5 * first) + \
-        (1 - mask) * (ab(50) ** 0.5 * x0 + (1 - ab(50)) ** 0.5 * first)
-    for n in range(200, 50, -25):                              # stage 1: 200 → 50
-        z = [next(draws) for _ in range(1 + jumps)]
+    x0 = 2 * x - 1
+    state = ab(201) ** 0.5 * x0 + (1 - ab(201)) ** 0.5 * next(draws)
+    for n in range(201, 51, -25):                              # stage 1: 201 → 51
+        z = [next(draws) for _ in range(2 + jumps)]
         state = mask * state + (1 - mask) * (ab(n) ** 0.5 * x0 + (1 - ab(n)) ** 0.5 * z[0])
         for i in range(jumps):
             a = ab(n + i + 1) / ab(n + i)
             state = a ** 0.5 * state + (1 - a) ** 0.5 * z[1 + i]
         state = ddim(state, n + jumps, n - 25)
-    for n in (50, 25):                                         # stage 2: 50 → 0, DDIM
+    for n in (51, 26):                                         # stage 2: 51 → 1, DDIM
         next(draws)
         state = ddim(state, n, n - 25)
     torch.testing.assert_close(out, ((state + 1) / 2).clamp(0, 1))

@@ -16,25 +16,28 @@ from .samplers import probability_flow_ode, reverse_sde
 @dataclass(frozen=True)
 class SamplerSpec:
     """A sampler function, the time it runs in, and its options {purifier option: the
-    function's keyword}; the options' defaults and descriptions live in ``DiffPureSettings``."""
+    function's keyword, or None for an option of the purifier's forward noising}; the options'
+    defaults and descriptions live in ``DiffPureSettings``."""
 
     run: Callable
     time: str                                     # "continuous" (VPSchedule) | "discrete"
     summary: str
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str | None] = field(default_factory=dict)
     uses_t_star: bool = True                      # False: no forward noising (LD-SDE)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "sde": SamplerSpec(reverse_sde, "continuous",
-                       "reverse VP-SDE, Euler–Maruyama (DiffPure Eq. 4)", {"t_end": "t_end"}),
+                       "reverse VP-SDE, Euler–Maruyama (DiffPure Eq. 4)",
+                       {"t_end": "t_end", "grid": "grid", "noising": None}),
     "ode": SamplerSpec(probability_flow_ode, "continuous",
                        "probability-flow VP-ODE, Euler (DiffPure App. B.4, Eq. 28)",
-                       {"t_end": "t_end"}),
+                       {"t_end": "t_end", "grid": "grid", "noising": None}),
     "ld": SamplerSpec(langevin_sde, "continuous",
                       "LD-SDE, Langevin dynamics from the input (DiffPure App. B.4, Eq. 26)",
                       {"ld_sigma2": "sigma2", "ld_lambda": "lam", "ld_eta": "eta",
-                       "ld_score_t": "score_t"}, uses_t_star=False),
+                       "ld_score_t": "score_t", "ld_span": "span", "t_end": "t_end",
+                       "grid": "grid"}, uses_t_star=False),
     "ddpm": SamplerSpec(ddpm, "discrete", "DDPM ancestral (Ho et al. 2020, Algorithm 2)",
                         {"ddpm_variance": "variance", "clip_denoised": "clip_denoised"}),
     "ddim": SamplerSpec(ddim, "discrete", "DDIM(η) (Song, Meng & Ermon 2021, Eq. 12)",

@@ -91,3 +91,13 @@ class DiscreteSchedule:
                              f"levels {first} and {last}; expected dt >= 1/{self.levels}")
         levels = torch.round(torch.linspace(first, last, steps + 1, dtype=torch.float64))
         return self.time(levels)
+
+
+NOISINGS = ("continuous", "discrete")
+
+
+def discrete_levels(vp: VPSchedule, levels: int = 1000) -> DiscreteSchedule:
+    """The DDPM levels a VP schedule discretises, β_n from β_min/N to β_max/N (score_sde's
+    ``VPSDE.discrete_betas``, whose ᾱ DiffPure's SDE and ODE runners noise with)."""
+    return DiscreteSchedule(beta_start=vp.beta_min / levels, beta_end=vp.beta_max / levels,
+                            levels=levels)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from .._checks import check_choice
 from .budget import current_budget, graph_bytes
 from .model import EpsModel, score
 from .noise import NoiseSource
@@ -27,14 +28,50 @@ Step = Callable[..., torch.Tensor]      # step(x, t, t_next, z, *context) -> x_n
 SOLVER_GRADIENTS = ("exact", "checkpoint", "adjoint")
 
 
-def time_grid(t_start: float, t_end: float, dt: float) -> torch.Tensor:
-    """Times t_start = t_0 > t_1 > … > t_n = t_end with n = round((t_start − t_end) / dt) steps."""
+GRIDS = ("uniform", "authors-code")
+
+
+def time_grid(t_start: float, t_end: float, dt: float, grid: str = "uniform",
+              solver: str = "torchsde") -> torch.Tensor:
+    """Times t_start = t_0 > t_1 > … > t_n = t_end: ``uniform``, n = round((t_start − t_end)/dt)
+    equal steps; ``authors-code``, the grid of the fixed-step solver DiffPure's code calls
+    (``solver``: torchsde for its SDEs, torchdiffeq for its ODE): steps of dt from t_start and a
+    shorter last one, on float32 times."""
     if not t_start > t_end >= 0.0:
         raise ValueError(f"time_grid: expected t_start > t_end >= 0, found {t_start}, {t_end}")
     if not dt > 0:
         raise ValueError(f"time_grid: expected dt > 0, found {dt}")
+    check_choice(grid, GRIDS, "grid")
+    if grid == "authors-code":
+        if solver == "torchdiffeq":
+            return -torchdiffeq_times(-t_start, -t_end, dt)
+        return 1.0 - torchsde_times(1.0 - t_start, 1.0 - t_end, dt)
     n = max(1, round((t_start - t_end) / dt))
     return torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)
+
+
+def torchsde_times(s_start: float, s_end: float, dt: float) -> torch.Tensor:
+    """torchsde's fixed-step times (``BaseSDESolver.integrate``): s_{k+1} = min(s_k + dt, s_end)
+    accumulated in float32 from float32(s_start), returned as float64. DiffPure's code integrates
+    its reverse SDE in s = 1 − t from 1 − t* to 1 − 1e-5 (runners/diffpure_sde.py 214-218): 99
+    steps of 1e-3 and a last one of 0.00099 for t* = 0.1."""
+    s = torch.tensor(s_start, dtype=torch.float32)
+    end = torch.tensor(s_end, dtype=torch.float32)
+    times = [s]
+    while bool(s < end):
+        s = torch.minimum(s + dt, end)
+        times.append(s)
+    return torch.stack(times).double()
+
+
+def torchdiffeq_times(start: float, end: float, step: float) -> torch.Tensor:
+    """torchdiffeq's fixed grid (``_grid_constructor_from_step_size``) on ascending float32
+    times: start + k·step for k < ⌈(end − start)/step + 1⌉, the last replaced by end; float64."""
+    start32, end32 = (torch.tensor(v, dtype=torch.float32) for v in (start, end))
+    count = int(torch.ceil((end32 - start32) / step + 1).item())
+    times = torch.arange(0, count, dtype=torch.float32) * step + start32
+    times[-1] = end32
+    return times.double()
 
 
 class RecomputedStep(torch.autograd.Function):
@@ -155,8 +192,10 @@ def probability_flow_ode(model: EpsModel, x: torch.Tensor, schedule: VPSchedule,
                          t_start: float, t_end: float = 0.0, dt: float,
                          noise: NoiseSource | None = None, gradient: str = "exact",
                          callback: Callback | None = None,
-                         starts: torch.Tensor | None = None) -> torch.Tensor:
-    """Integrate the VP-ODE (Eq. 28) from t_start to t_end with Euler steps of ≈ dt.
+                         starts: torch.Tensor | None = None, grid: str = "uniform"
+                         ) -> torch.Tensor:
+    """Integrate the VP-ODE (Eq. 28) from t_start to t_end with Euler steps of ≈ dt on
+    ``grid`` (``time_grid``; ``authors-code``: torchdiffeq's, as DiffPure's ODE runner).
 
     Draws no noise (``noise`` is accepted for a uniform signature and left untouched);
     ``gradient='adjoint'`` solves with torchsde's adjoint at zero diffusion. ``starts``: see
@@ -167,15 +206,17 @@ def probability_flow_ode(model: EpsModel, x: torch.Tensor, schedule: VPSchedule,
 
         return reverse_sde_adjoint(model, x, schedule, t_start=t_start, t_end=t_end, dt=dt,
                                    noise=NoNoise(), ode=True, starts=starts)
-    return run_steps(probability_flow_step(model, schedule), x, time_grid(t_start, t_end, dt),
+    times = time_grid(t_start, t_end, dt, grid, solver="torchdiffeq")
+    return run_steps(probability_flow_step(model, schedule), x, times,
                      NoNoise(), gradient=gradient, callback=callback, starts=starts)
 
 
 def reverse_sde(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *, t_start: float,
                 t_end: float = 0.0, dt: float, noise: NoiseSource, gradient: str = "exact",
                 callback: Callback | None = None, starts: torch.Tensor | None = None,
-                context: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
-    """Integrate the reverse VP-SDE from t_start to t_end with step ≈ dt (DiffPure Eq. 4).
+                context: tuple[torch.Tensor, ...] = (), grid: str = "uniform") -> torch.Tensor:
+    """Integrate the reverse VP-SDE from t_start to t_end with step ≈ dt (DiffPure Eq. 4) on
+    ``grid`` (``time_grid``; ``authors-code``: torchsde's, as DiffPure's code).
 
     Noise is added at every step, the last one included, as DiffPure's sdeint does.
     ``gradient='adjoint'`` solves with torchsde's ``sdeint_adjoint`` instead (approximate).
@@ -188,5 +229,5 @@ def reverse_sde(model: EpsModel, x: torch.Tensor, schedule: VPSchedule, *, t_sta
 
         return reverse_sde_adjoint(model, x, schedule, t_start=t_start, t_end=t_end, dt=dt,
                                    noise=noise, starts=starts, context=context)
-    return run_steps(reverse_sde_step(model, schedule), x, time_grid(t_start, t_end, dt), noise,
-                     gradient=gradient, callback=callback, starts=starts, context=context)
+    return run_steps(reverse_sde_step(model, schedule), x, time_grid(t_start, t_end, dt, grid),
+                     noise, gradient=gradient, callback=callback, starts=starts, context=context)

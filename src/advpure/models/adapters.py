@@ -28,12 +28,19 @@ class ScoreSDEEps(nn.Module):
     score_sde's ``get_score_fn(continuous=True)`` — exactly our ``score`` helper.
     """
 
-    def __init__(self, net: nn.Module, label_scale: float = 999.0):
+    def __init__(self, net: nn.Module, label_scale: float = 999.0, label_offset: float = 0.0):
         super().__init__()
-        self.net, self.label_scale = net, label_scale
+        self.net, self.label_scale, self.label_offset = net, label_scale, label_offset
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(x_t, _times(t, x_t).to(x_t.dtype) * self.label_scale)
+        labels = _times(t, x_t).to(x_t.dtype) * self.label_scale + self.label_offset
+        return self.net(x_t, labels)
+
+    def index_labelled(self) -> ScoreSDEEps:
+        """The same network given the DDPM index 1000·t − 1 as its label, as Pei et al.'s
+        CIFAR-10 code calls score_sde (GaozhengPei/Purification, purification.py 247: the
+        integer timestep, where the continuous model was trained on 999·t)."""
+        return ScoreSDEEps(self.net, label_scale=1000.0, label_offset=-1.0)
 
 
 class DiscreteTimestepEps(nn.Module):

@@ -9,14 +9,16 @@ from torch import nn
 
 from .._checks import check_images
 from ..diffusion import (
+    NOISINGS,
     EpsModel,
     NoiseSource,
     VPSchedule,
     add_noise,
     as_noise_source,
+    discrete_levels,
     reverse_sde,
 )
-from ..diffusion.samplers import Callback
+from ..diffusion.samplers import GRIDS, Callback
 from ..guidance import GUIDANCE_GRADS, ConfidenceGuidance, FromCentered, GuidedEps
 from .base import (Models, PurifierSettings, check_models, from_centered, module_settings,
                    to_centered)
@@ -49,12 +51,20 @@ class COUPSettings(PurifierSettings):
                                 "in the paper)")
     t_end: NonNegativeFloat = Field(0.0, description="where the reverse SDE stops (the paper: "
                                     "0; COUP's code: 1e-5)")
+    noising: Literal[NOISINGS] = Field("continuous", description="with forward_noise: ᾱ(t*) | "
+                                       "discrete ᾱ of level 1000·t* (DiffPure's code)")
+    grid: Literal[GRIDS] = Field("uniform", description="equal steps of ≈ dt | authors-code "
+                                 "(torchsde's fixed steps of dt, a shorter last one, float32 "
+                                 "times)")
 
     @model_validator(mode="after")
     def _ends_before_it_starts(self):
         if not self.t_end < self.t_star:
             raise ValueError(f"COUP: expected t_end < t_star, found t_end={self.t_end}, "
                              f"t_star={self.t_star}")
+        if self.noising == "discrete" and not self.forward_noise:
+            raise ValueError("COUP: noising='discrete' is the forward noising's ᾱ; it needs "
+                             "forward_noise=True (COUP itself does not noise its input)")
         return self
 
     @model_validator(mode="before")
@@ -72,6 +82,7 @@ class COUPSettings(PurifierSettings):
             parts.append("first-order guidance gradient")
         if self.guidance_classifier is not None:
             parts.append(f"guided by {self.guidance_classifier}")
+        parts += [f"{k}={v}" for k, v in self.changed().items() if k in ("noising", "grid")]
         return parts + ([f"t_end={self.t_end:g}"] if self.t_end else [])
 
     def build(self, models: Models) -> COUP:
@@ -130,10 +141,12 @@ class COUP(nn.Module):
         noise = as_noise_source(noise, x)
         x_t = to_centered(x)
         if self.forward_noise:
-            x_t = add_noise(x_t, self.t_star, noise.randn_like(x_t), self.schedule)
+            levels = discrete_levels(self.schedule) if self.settings.noising == "discrete" \
+                else self.schedule
+            x_t = add_noise(x_t, self.t_star, noise.randn_like(x_t), levels)
         x_0 = reverse_sde(self.guided, x_t, self.schedule, t_start=self.t_star,
-                          t_end=self.settings.t_end, dt=self.dt,
-                          noise=noise, gradient=gradient, callback=callback)
+                          t_end=self.settings.t_end, dt=self.dt, noise=noise,
+                          gradient=gradient, callback=callback, grid=self.settings.grid)
         return from_centered(x_0)
 
     def extra_repr(self) -> str:

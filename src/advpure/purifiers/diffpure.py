@@ -14,6 +14,7 @@ from torch import nn
 
 from .._checks import check_images
 from ..diffusion import (
+    NOISINGS,
     SAMPLERS,
     DiscreteSchedule,
     EpsModel,
@@ -21,12 +22,13 @@ from ..diffusion import (
     VPSchedule,
     add_noise,
     as_noise_source,
+    discrete_levels,
     uniform_like,
 )
 from ..diffusion.catalog import SAMPLER_OPTIONS
 from ..diffusion.ddpm import DDPM_VARIANCES, check_variance
 from ..diffusion.langevin import LD_DEFAULTS
-from ..diffusion.samplers import Callback
+from ..diffusion.samplers import GRIDS, Callback
 from .base import (Models, PurifierSettings, check_models, from_centered, module_settings,
                    to_centered)
 
@@ -47,8 +49,14 @@ class DiffPureSettings(PurifierSettings):
                                                    "(the model's, Nichol & Dhariwal Eq. 15)")
     clip_denoised: bool = Field(False, description="ddpm: clip x̂0 to [−1, 1] in the posterior "
                                 "mean (guided-diffusion's clip_denoised, on in DiffPure's code)")
-    t_end: NonNegativeFloat = Field(0.0, description="sde, ode: where the reverse process "
-                                    "stops (the paper: 0; DiffPure's code: 1e-5)")
+    t_end: NonNegativeFloat = Field(0.0, description="sde, ode, ld: where the process stops "
+                                    "short of its end (the paper: 0; DiffPure's code: 1e-5)")
+    noising: Literal[NOISINGS] = Field("continuous", description="sde, ode: the forward "
+                                       "noising's ᾱ, continuous ᾱ(t*) (the paper's Eq. 3) | "
+                                       "discrete ᾱ of level 1000·t* (DiffPure's code)")
+    grid: Literal[GRIDS] = Field("uniform", description="sde, ode, ld: equal steps of ≈ dt | "
+                                 "authors-code (torchsde's / torchdiffeq's fixed steps of dt, "
+                                 "a shorter last one, float32 times; exact and checkpoint)")
     ddim_eta: NonNegativeFloat = Field(0.0, description="ddim: η (0: deterministic)")
     ld_sigma2: PositiveFloat = Field(LD_DEFAULTS["sigma2"], description="ld: σ² of the "
                                      "Langevin attraction to the input (Eq. 26)")
@@ -58,6 +66,9 @@ class DiffPureSettings(PurifierSettings):
                                      "(Eq. 26)")
     ld_score_t: PositiveFloat = Field(LD_DEFAULTS["score_t"], description="ld: the time at "
                                       "which the score 'at 0' is taken")
+    ld_span: PositiveFloat = Field(1.0, description="ld: the length of the integration "
+                                   "interval (the paper: 1; DiffPure's code: T/1000 for --t T, "
+                                   "with its λ and dt as they are)")
 
     def time_span(self) -> float | None:
         return self.t_star if SAMPLERS[self.sampler].uses_t_star else None
@@ -81,6 +92,9 @@ class DiffPureSettings(PurifierSettings):
             raise ValueError(f"sampler {self.sampler!r} has no t* (no forward noising); found "
                              + ", ".join(f"{k}={getattr(self, k)}" for k in stray))
         delta, end = self.t_star_delta, self.t_end
+        if self.sampler == "ld" and not end < self.ld_span:
+            raise ValueError(f"DiffPure: expected t_end < ld_span, found t_end={end}, "
+                             f"ld_span={self.ld_span}")
         if SAMPLERS[self.sampler].uses_t_star and not end + delta < self.t_star <= 1.0 - delta:
             raise ValueError("DiffPure: expected t_end + t_star_delta < t_star <= 1 - "
                              f"t_star_delta, found t_star={self.t_star}, t_star_delta={delta}, "
@@ -143,7 +157,8 @@ class DiffPure(nn.Module):
         self.schedule = schedule_for(spec.time, schedule,   # VP (β 0.1..20) or DDPM (1e-4..0.02)
                                      f"DiffPure: a {spec.time}-time sampler")
         self.options = {keyword: getattr(s, name)           # the sampler function's keywords
-                        for name, keyword in spec.options.items()}
+                        for name, keyword in spec.options.items() if keyword is not None}
+        self.noising = s.noising                            # continuous ᾱ(t*) | discrete ᾱ_n*
         if s.sampler == "ddpm":
             check_variance(model, s.ddpm_variance)
 
@@ -164,11 +179,21 @@ class DiffPure(nn.Module):
             x_0 = spec.run(self.model, x_centered, self.schedule, **run)
         else:
             t_stars = self.draw_t_stars(noise, x)
-            x_t = add_noise(x_centered, t_stars, noise.randn_like(x_centered), self.schedule)
+            x_t = add_noise(x_centered, t_stars, noise.randn_like(x_centered),
+                            self.noising_schedule)
             starts = t_stars if self.t_star_delta > 0 else None
             x_0 = spec.run(self.model, x_t, self.schedule, t_start=self.grid_start,
                            starts=starts, **run)
         return from_centered(x_0)
+
+    @property
+    def noising_schedule(self) -> VPSchedule | DiscreteSchedule:
+        """Where the forward noising takes ᾱ: the sampler's schedule, or with ``noising=
+        "discrete"`` the DDPM levels its VP schedule discretises, ᾱ of level round(1000·t*)
+        (DiffPure's runners: ``a[t − 1]``, diffpure_sde.py 222-223, diffpure_ode.py 214-215)."""
+        if self.noising == "discrete" and isinstance(self.schedule, VPSchedule):
+            return discrete_levels(self.schedule)
+        return self.schedule
 
     @property
     def grid_start(self) -> float:

@@ -10,7 +10,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from .._checks import check_images
-from ..attention import DEFAULT_TAU, NORMALISATIONS, attention_mask
+from ..attention import DEFAULT_TAU, MASK_CONVENTIONS, NORMALISATIONS, attention_mask
 from ..diffusion import (
     DiscreteSchedule,
     EpsModel,
@@ -27,6 +27,18 @@ RESAMPLINGS = ("single", "repaint", "none")
 RESAMPLE_STAGES = ("stage1", "all")
 VARIANTS = ("paper", "authors-code")
 AUTHORS_CODE_UNUSED = {"resampling", "resample_stage", "ddpm_variance", "clip_denoised"}
+HETERO_PRESETS: dict[str, dict] = {   # fill the options not given
+    "paper": {},                      # Algorithm 1 and §5.1: t_s 0.05, τ 0.8, U 10
+    # GaozhengPei/Purification at its first commit afa372c (README, main.py defaults):
+    # --strength_a 0.2 --strength_b 0.1 --threshold 0.85 --defense_ddim_steps 200
+    # --forward_noise_steps 10
+    "code-afa372c": {"variant": "authors-code", "t_large": 0.2, "t_small": 0.1, "tau": 0.85,
+                     "dt": 5e-3, "resample_jumps": 10},
+    # ... at fbb99ce (HEAD, scripts/cifar10.sh): --strength_l 0.2 --strength_s 0.1
+    # --threshold 0.9 --defense_ddim_steps 500 --forward_noise_steps 3
+    "code-fbb99ce": {"variant": "authors-code", "t_large": 0.2, "t_small": 0.1, "tau": 0.9,
+                     "dt": 2e-3, "resample_jumps": 3},
+}
 
 
 class HeteroSettings(PurifierSettings):
@@ -34,6 +46,11 @@ class HeteroSettings(PurifierSettings):
     single-step resampling with U = 10)."""
 
     name: Literal["hetero"] = "hetero"
+    preset: Literal[tuple(HETERO_PRESETS)] = Field("paper", description="paper | code-afa372c "
+                                                   "(the authors' first commit: τ 0.85, 200 "
+                                                   "levels, U 10) | code-fbb99ce (their HEAD: "
+                                                   "τ 0.9, 500 levels, U 3); fills the "
+                                                   "options not given")
     t_large: float = Field(0.2, gt=0.0, le=1.0, description="t_l, the noise inside the "
                            "attention mask")
     t_small: float = Field(0.05, gt=0.0, le=1.0, description="t_s, the noise outside it")
@@ -48,6 +65,10 @@ class HeteroSettings(PurifierSettings):
     mask_normalisation: Literal[NORMALISATIONS] = Field("minmax", description="minmax (the "
                                                         "authors' code) | softmax (the paper's "
                                                         "φ; empty masks at τ = 0.8)")
+    mask_convention: Literal[MASK_CONVENTIONS] | None = Field(
+        None, description="paper ([0, 1] image, G with the root, > τ, ⌈q·H·W⌉) | "
+        "authors-code (data_normalize(2x − 1), Σ A² without the root, ≥ τ, int(q·H·W)); "
+        "None: the variant's")
     resampling: Literal[RESAMPLINGS] = Field("single", description="single (Eq. 11) | repaint "
                                              "(U-step) | none")
     resample_jumps: PositiveInt = Field(10, description="U of the resampling")
@@ -64,6 +85,23 @@ class HeteroSettings(PurifierSettings):
                                 "posterior mean (guided-diffusion's clip_denoised)")
 
     continuous_time = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data):
+        if isinstance(data, dict) and data.get("preset") in HETERO_PRESETS:
+            given = {k: v for k, v in data.items() if v is not None}
+            filled = {k: v for k, v in HETERO_PRESETS[data["preset"]].items()
+                      if not (k == "tau" and given.get("mask_top") is not None)}
+            data = filled | given
+        return data
+
+    @property
+    def mask_rule(self) -> str:
+        """The mask convention in force: the one given, else the variant's."""
+        if self.mask_convention is not None:
+            return self.mask_convention
+        return "authors-code" if self.variant == "authors-code" else "paper"
 
     @model_validator(mode="after")
     def _top_or_tau(self):
@@ -101,8 +139,11 @@ class HeteroSettings(PurifierSettings):
         region = f"τ={self.tau:g}" if self.mask_top is None else f"top {self.mask_top:.0%}"
         parts = [f"t_l={self.t_large:g}", f"t_s={self.t_small:g}", region, f"dt={self.dt:g}"]
         changed = self.changed()
+        if "mask_convention" in changed:
+            parts.append(f"mask={self.mask_convention}")
         if self.variant == "authors-code":
-            return parts + [f"authors' code, U={self.resample_jumps}"]
+            preset = f" ({self.preset})" if self.preset != "paper" else ""
+            return parts + [f"authors' code{preset}, U={self.resample_jumps}"]
         if self.resampling == "none":
             parts.append("no resampling")
         elif "resampling" in changed or "resample_jumps" in changed:
@@ -149,10 +190,15 @@ class HeteroPure(nn.Module):
     **Variants.** ``variant="paper"`` (default) is the above. ``"authors-code"`` is what the
     authors' released code runs (github.com/GaozhengPei/Purification, ``purification.py``):
     no DDPM step in stage 1 (impose the known region at the current level, U one-level forward
-    steps, one DDIM η = 0 jump back to the next grid level) and DDIM η = 0 in stage 2. Its
-    defaults differ from the paper's text (t_s = 0.1, τ = 0.85, 200 DDIM levels for the
-    defense and 10 for the attack's surrogate, U = 10, a majority vote over 20 runs; the top
-    15 % of pixels on ImageNet); the paper does not say which of the two its tables used.
+    steps, one DDIM η = 0 jump back to the next grid level) and DDIM η = 0 in stage 2, on the
+    code's levels: its timestep index i is our level i + 1, so it runs levels 1000·t_l + 1 down
+    to 1 and its last DDIM step ends at ᾱ = 0.9999 (the whole image is first noised to the top
+    level; the first step imposes the known region); a score_sde network gets the index as its
+    label (``ScoreSDEEps.index_labelled``) and the mask follows the code (``mask_convention``).
+    Its defaults differ from the paper's text and between its commits (``preset``
+    ``code-afa372c``: t_s = 0.1, τ = 0.85, 200 DDIM levels, U = 10; ``code-fbb99ce``: τ = 0.9,
+    500 levels, U = 3; both: 10 levels for the attack's surrogate, a majority vote over 20 runs,
+    the top 15 % of pixels on ImageNet); the paper does not say which its tables used.
     Options: ``settings`` (a ``HeteroSettings``) or its fields as keywords; the mask comes from
     ``classifier``.
     """
@@ -172,6 +218,7 @@ class HeteroPure(nn.Module):
         self.mask_blocks = s.mask_blocks
         self.mask_top = s.mask_top                                      # None: threshold τ
         self.mask_normalisation = s.mask_normalisation
+        self.mask_convention = s.mask_rule                              # paper | authors-code
         self.resampling = s.resampling
         self.resample_jumps = s.resample_jumps                          # U
         self.resample_stage = s.resample_stage
@@ -179,13 +226,16 @@ class HeteroPure(nn.Module):
         self.ddpm_variance = check_variance(model, s.ddpm_variance)
         self.clip_denoised = s.clip_denoised
         check_models(type(self).__name__, model, classifier)
+        if s.variant == "authors-code" and hasattr(model, "index_labelled"):
+            model = model.index_labelled()  # score_sde given the index, as the code does
         self.model = model                  # eps(x_t, t), x_t in [−1, 1]
         self.classifier = classifier        # the defended classifier: [0, 1] images -> logits
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
         """The attention mask of ``x`` (N × 1 × H × W, 0/1), Eq. 4."""
         return attention_mask(self.classifier, x, self.tau, self.mask_blocks,
-                              normalisation=self.mask_normalisation, top=self.mask_top)
+                              normalisation=self.mask_normalisation, top=self.mask_top,
+                              convention=self.mask_convention)
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | torch.Generator,
                 gradient: str = "exact", callback: Callback | None = None,
@@ -196,12 +246,16 @@ class HeteroPure(nn.Module):
         noise = as_noise_source(noise, x)
         mask = self.mask(x) if mask is None else mask.to(x)
         x0 = to_centered(x)
-        x_t = self.heterogeneous_forward(x0, mask, noise.randn_like(x))
         stage1, stage2 = self.stage_grids()
         if self.variant == "authors-code":
+            stage1, stage2 = (None if g is None else g + 1.0 / self.schedule.levels
+                              for g in (stage1, stage2))
+            start = (stage1 if stage1 is not None else stage2)[0]
+            x_t = add_noise(x0, start, noise.randn_like(x0), self.schedule)
             x_t = authors_code_stages(self.model, self.schedule, x_t, stage1, stage2, noise,
                                       self.resample_jumps, gradient, callback, (x0, mask))
             return from_centered(x_t)
+        x_t = self.heterogeneous_forward(x0, mask, noise.randn_like(x))
         whole = torch.cat([g for g in (stage1, stage2) if g is not None])
         if stage1 is not None:
             step, draws = self.stage_step(inpaint=True, grid=whole)
@@ -259,7 +313,7 @@ def authors_code_stages(model: EpsModel, schedule: DiscreteSchedule, x_t: torch.
     """The two stages as the authors' code runs them (``variant="authors-code"``)."""
     if stage1 is not None:
         x_t = run_steps(_authors_stage1_step(model, schedule, jumps), x_t, stage1,
-                        MultiDraw(noise, 1 + jumps), gradient=gradient, callback=callback,
+                        MultiDraw(noise, 2 + jumps), gradient=gradient, callback=callback,
                         context=context)
     if stage2 is not None:
         offset = 0 if stage1 is None else len(stage1) - 1
@@ -272,8 +326,8 @@ def authors_code_stages(model: EpsModel, schedule: DiscreteSchedule, x_t: torch.
 def _authors_stage1_step(model: EpsModel, schedule: DiscreteSchedule, jumps: int) -> Step:
     """Stage 1 of the authors' code, n → p: impose the known region at level n (fresh ε, z[0]),
     diffuse U single levels forward (x_{k+1} = √α_{k+1} x_k + √(1 − α_{k+1}) z[i]) and jump
-    back to p with one DDIM step, η = 0; no DDPM step. (Their code indexes timesteps from 0, one
-    level above ours, and stops at the first noised level; here the grid ends at level 0.)"""
+    back to p with one DDIM step, η = 0; no DDPM step. z[U + 1] is the code's DDIM draw, which
+    η = 0 multiplies by zero: drawn so that a step takes the code's noise in the code's order."""
     back = ddim_step(model, schedule, eta=0.0)
     level = 1.0 / schedule.levels
 
