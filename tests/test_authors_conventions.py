@@ -205,3 +205,26 @@ def test_discrete_noising_is_refused_where_nothing_is_noised():
         COUPSettings(noising="discrete")
     with pytest.raises(ValueError, match="sampler 'ddpm' takes"):
         DiffPure(ScoreSDEEps(LabelledNet()), sampler="ddpm", grid="authors-code")
+
+
+@pytest.mark.parametrize("sampler, options", [
+    ("sde", dict(t_end=1e-5, noising="discrete")),          # the uniform grid: 1.9e-4 apart
+    ("sde", dict(t_end=1e-5, grid="authors-code")),         # continuous noising: 5.4e-3
+    ("ode", dict(t_end=1e-5)),                               # both: 4.7e-3
+    ("ld", dict(ld_span=0.4, t_end=1e-5, dt=1e-2, ld_sigma2=1e-3, ld_lambda=1e-2, ld_eta=5.0,
+                ld_score_t=1e-2)),                           # the uniform grid: 1.1e-4
+])
+def test_without_each_option_the_output_is_not_the_codes(sampler, options):
+    """Each option is needed: leaving one out fails the check the full set passes."""
+    x, net, _ = case()
+    state, _ = final_state(DiffPure(ScoreSDEEps(net), sampler=sampler, **options), x)
+    with pytest.raises(AssertionError):
+        assert_recorded(state, AUTHORS_DIFFPURE[sampler][2])
+
+
+def test_without_the_authors_mask_the_variant_is_not_their_purification():
+    x, net, classifier = case()
+    purifier = HeteroPure(ScoreSDEEps(net), classifier, preset="code-fbb99ce",
+                          mask_convention="paper")
+    with pytest.raises(AssertionError):
+        assert_recorded(final_state(purifier, x)[0], AUTHORS_HETERO["code-fbb99ce"][1])

@@ -269,10 +269,13 @@ def test_evaluate_runs_hetero_with_an_ensemble(tmp_path):
     assert saved["defense"]["mask_blocks"] == ["features.1", "features.6"]
 
 
-def test_masks_command_writes_its_figure(tmp_path):
+@pytest.mark.parametrize("convention", ["paper", "authors-code"])
+def test_masks_command_writes_its_figure(tmp_path, convention):
     result = CliRunner().invoke(app, ["masks", "--n", "2", "--dt", "0.05", "--eps", "0.1",
+                                      "--mask-convention", convention,
                                       "--out", str(tmp_path / "m.png")])
     assert result.exit_code == 0, result.output
+    assert "the mask covers" in result.output
     assert (tmp_path / "m.png").stat().st_size > 0
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]
 

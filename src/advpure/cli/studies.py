@@ -132,6 +132,8 @@ def masks(
     t_large: float = typer.Option(HeteroSettings.default("t_large"), help="t_l inside the mask"),
     t_small: float = typer.Option(HeteroSettings.default("t_small"), help="t_s outside the mask"),
     tau: float = typer.Option(HeteroSettings.default("tau"), help="mask threshold τ"),
+    mask_convention: str = typer.Option("paper", help="paper | authors-code (the mask as "
+                                        "the authors' code computes it)"),
     dt: float = typer.Option(1e-2, help="DDPM respacing step (1e-3: every level)"),
     eps: float = typer.Option(0.0, help="> 0: show ℓ∞ PGD-20 adversarial images of the bare "
                               "classifier at this budget"),
@@ -148,6 +150,8 @@ def masks(
         diffusion = diffusion or default_model(dataset, "diffusion")
     settings = MaskSettings(dataset=dataset, data_root=data_root, n=n, classifier=classifier,
                             diffusion=diffusion, t_large=t_large, t_small=t_small, tau=tau,
-                            dt=dt, eps=eps, seed=seed)
+                            mask_convention=mask_convention, dt=dt, eps=eps, seed=seed)
     with bad_parameters():
-        typer.echo(f"wrote {run_masks(settings, out)}")
+        path, coverage = run_masks(settings, out)
+    typer.echo(f"the mask covers {coverage:.1%} of the pixels of the {n} images")
+    typer.echo(f"wrote {path}")

@@ -26,6 +26,7 @@ class MaskSettings:
     t_large: float = HeteroSettings.default("t_large")
     t_small: float = HeteroSettings.default("t_small")
     tau: float = HeteroSettings.default("tau")
+    mask_convention: str = "paper"      # paper | authors-code (advpure.attention)
     dt: float = 1e-2
     eps: float = 0.0                    # > 0: PGD-20 on the bare classifier first (ℓ∞)
     seed: int = 0                       # purification noise
@@ -35,7 +36,8 @@ def mask_panels(purifier: HeteroPure, x: torch.Tensor, seed: int = 0) -> dict[st
     """The panels of ``x`` (N×C×H×W in [0, 1]): "image", "maps" (blocks × N × H × W), "mask",
     "purified" (with noise seed ``seed``)."""
     maps = attention_maps(purifier.classifier, x, purifier.mask_blocks,
-                          normalisation=purifier.mask_normalisation)
+                          normalisation=purifier.mask_normalisation,
+                          convention=purifier.mask_convention)
     mask = purifier.mask(x)
     with torch.no_grad():
         purified = purifier(x, torch.Generator().manual_seed(seed), mask=mask)
@@ -68,7 +70,8 @@ def plot_masks(panels: dict[str, torch.Tensor], purifier: HeteroPure, path: Path
         for ax, title in zip(axes[0], columns):
             ax.set_title(title, fontsize=7)
         fig.suptitle(f"t_l = {purifier.t_large:g} inside the mask, t_s = {purifier.t_small:g} "
-                     f"outside, {purifier.mask_normalisation} maps", fontsize=8)
+                     f"outside, {purifier.mask_normalisation} maps, "
+                     f"{purifier.mask_convention} mask convention", fontsize=8)
 
 
 def _show(image: torch.Tensor) -> tuple[torch.Tensor, str | None]:
@@ -78,14 +81,16 @@ def _show(image: torch.Tensor) -> tuple[torch.Tensor, str | None]:
     return image.permute(1, 2, 0), None
 
 
-def run_masks(settings: MaskSettings, path: Path) -> Path:
-    """The figure for the first ``n`` images of the fixed test subset (adversarial if eps > 0)."""
+def run_masks(settings: MaskSettings, path: Path) -> tuple[Path, float]:
+    """The figure for the first ``n`` images of the fixed test subset (adversarial if eps > 0),
+    and the fraction of their pixels the mask covers."""
     s = settings
     x, y = data.load(s.dataset, "test", root=s.data_root)
     x, y, _ = data.fixed_subset(x, y, s.n, s.subset_seed)
     classifier = load_classifier(s.classifier)
     purifier = HeteroPure(load_diffusion(s.diffusion), classifier, t_large=s.t_large,
-                          t_small=s.t_small, tau=s.tau, dt=s.dt)
+                          t_small=s.t_small, tau=s.tau, dt=s.dt,
+                          mask_convention=s.mask_convention)
     if s.eps > 0:
         x = pgd(classifier, x, y, eps=s.eps, generator=torch.Generator().manual_seed(s.seed))
     panels = mask_panels(purifier, x, s.seed)
@@ -93,4 +98,4 @@ def run_masks(settings: MaskSettings, path: Path) -> Path:
         before, after = (classifier(panels[k]).argmax(dim=1) for k in ("image", "purified"))
     titles = [f"y={int(t)}: {int(b)} → {int(a)}" for t, b, a in zip(y, before, after)]
     plot_masks(panels, purifier, path, titles)
-    return path
+    return path, float(panels["mask"].mean())
