@@ -30,38 +30,65 @@ def test_parse_budget_units_and_errors():
             parse_budget(bad)
 
 
-@pytest.mark.parametrize("make, bitwise", [
-    (lambda: DiffPure(tiny_unet(), t_star=0.1, dt=0.01), True),
-    (lambda: DiffPure(tiny_unet(), t_star=0.1, dt=0.01, sampler="ddpm"), True),
-    (lambda: HeteroPure(tiny_unet(), tiny_cnn(), dt=0.02), False),
-    (lambda: GDMP(tiny_unet(), dt=0.01, guidance_scale=30.0), False),
+@pytest.mark.parametrize("make, bitwise, one_solve", [
+    (lambda: DiffPure(tiny_unet(), t_star=0.1, dt=0.01), True, True),
+    (lambda: DiffPure(tiny_unet(), t_star=0.1, dt=0.01, sampler="ddpm"), True, True),
+    (lambda: HeteroPure(tiny_unet(), tiny_cnn(), dt=0.02), False, False),
+    (lambda: GDMP(tiny_unet(), dt=0.01, guidance_scale=30.0), False, True),
 ], ids=["diffpure", "diffpure-ddpm", "hetero", "gdmp"])
-def test_the_gradient_is_exacts_at_every_budget(make, bitwise):
+def test_the_gradient_is_exacts_at_every_budget(make, bitwise, one_solve):
     """Bit for bit where the steps read only the state; with context inputs that every step
     reads (the heterogeneous purifier's input and mask, GDMP's input) autograd sums their
-    per-step gradients in another order when a step is recomputed: equal to float rounding."""
+    per-step gradients in another order when a step is recomputed: equal to float rounding.
+    GDMP differentiates its guidance inside each step (second order through the selective
+    graph). The policies per step follow the plan where one solve runs every step (the
+    heterogeneous purifier's first stage plans without its second)."""
     exact, _ = attack_gradient(make(), "exact")
     _, full = attack_gradient(make(), "checkpoint", budget=10**12)
-    steps = full.kept
-    one = full.step_bytes
-    for budget, kept in [(None, None), (0, 0), (one, 1), (one * steps // 2, steps // 2),
-                         (10**12, steps)]:
-        grad, used = attack_gradient(make(), "checkpoint", budget)
+    steps, graph = full.steps, full.step_bytes["graph"]
+    assert full.used == {"graph": steps, "selective": 0, "input": 0}
+    _, half = attack_gradient(make(), "checkpoint", budget=graph * steps // 2)
+    selective = half.step_bytes["selective"]
+    assert 0 < selective < graph
+    budgets = {None: None, 0: {"graph": 0, "selective": 0, "input": steps},
+               graph: {"graph": 1, "selective": 0, "input": steps - 1},
+               graph * steps // 2: planned(graph * steps // 2, steps, graph, selective),
+               graph + (steps - 1) * selective: {"graph": 1, "selective": steps - 1, "input": 0},
+               10**12: {"graph": steps, "selective": 0, "input": 0}}
+    for budget, used in budgets.items():
+        grad, run = attack_gradient(make(), "checkpoint", budget)
         if bitwise:
             assert torch.equal(grad, exact), budget
         else:
             torch.testing.assert_close(grad, exact, rtol=1e-5, atol=1e-8)
-        if budget is None:
-            assert used is None
+        if run is None or one_solve:
+            assert (run if run is None else run.used) == used, budget
         else:
-            assert used.kept == kept and used.kept + used.recomputed == steps
+            assert run.steps == steps and run.total - run.remaining <= max(budget, graph)
+
+
+def planned(budget: int, steps: int, graph: int, selective: int) -> dict:
+    """The plan by hand: the first (measured) step whole, the second (measured) selective;
+    then whole graphs while the steps after can all be selective, then selective steps while
+    they fit, then inputs."""
+    used = {"graph": 1, "selective": 1, "input": 0}
+    left = budget - graph - selective
+    for k in range(steps - 2, 0, -1):
+        policy = "graph" if left - graph >= (k - 1) * selective else \
+            "selective" if left >= selective else "input"
+        left -= {"graph": graph, "selective": selective, "input": 0}[policy]
+        used[policy] += 1
+    return used
 
 
 def test_the_budget_is_one_pool_for_both_heterogeneous_stages():
     _, full = attack_gradient(HeteroPure(tiny_unet(), tiny_cnn(), dt=0.02), "checkpoint", 10**12)
     _, used = attack_gradient(HeteroPure(tiny_unet(), tiny_cnn(), dt=0.02), "checkpoint",
-                              full.step_bytes * 3)
-    assert used.kept == 3 and used.recomputed == full.kept - 3
+                              full.step_bytes["graph"] * 3)
+    assert used.steps == full.steps and used.used["graph"] >= 1
+    assert used.remaining < min(used.step_bytes.values())      # nothing left that one more fits
+    kept = sum(used.step_bytes[p] * used.used[p] for p in ("graph", "selective"))
+    assert kept == used.total - used.remaining <= used.total
 
 
 def test_a_budget_needs_the_checkpoint_gradient():

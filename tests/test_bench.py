@@ -18,13 +18,22 @@ def test_analytic_rows_compare_every_mode_with_eq31_and_the_discretisation():
 
 def test_bench_gradients_measures_each_configuration_in_its_own_process(tmp_path):
     result = CliRunner().invoke(app, ["bench", "gradients", "--out", str(tmp_path),
-                                      "--workloads", "digits", "--steps", "2",
-                                      "--modes", "exact,checkpoint", "--repeats", "1"])
+                                      "--workloads", "digits", "--steps", "4", "--batch", "4",
+                                      "--threads", "1", "--modes", "exact,checkpoint",
+                                      "--budgets", "0.5,1", "--repeats", "1"])
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "gradients.json").read_text())
-    assert {(r["mode"], r["steps"]) for r in rows} == {("bare", 1), ("exact", 2), ("checkpoint", 2)}
-    assert all(r["seconds"] > 0 and r["peak_bytes"] >= 0 for r in rows)
-    assert (tmp_path / "gradients.png").is_file() and "checkpoint/exact" in result.output
+    assert [(r["mode"], r["steps"], r.get("budget")) for r in rows] == [
+        ("bare", 1, None), ("exact", 4, None), ("checkpoint", 4, None),
+        ("checkpoint", 4, 0.5), ("checkpoint", 4, 1.0)]
+    assert all(r["seconds"] > 0 and r["peak_bytes"] >= 0 and r["batch"] == 4 for r in rows)
+    assert all(r["bitwise"] for r in rows[2:])                # DiffPure: exact's, bit for bit
+    half, full = rows[3]["policies"], rows[4]["policies"]
+    assert full == {"graph": 4, "selective": 0, "input": 0}
+    assert half["selective"] >= 1 and sum(half.values()) == 4
+    assert (tmp_path / "gradients.png").is_file()
+    assert "| N | exact | checkpoint | budget 50 % | budget 100 % | gradients against exact's |" \
+        in result.output and "| bit for bit |" in result.output
 
 
 def test_bench_gradients_reports_out_of_memory_at_the_cap(tmp_path):

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..accelerate import accelerated
 from ..defense import PurifiedClassifier
+from ..diffusion.budget import POLICIES
 
 T_STAR, DT = 0.1, 1e-3
 EOT = 20
@@ -112,6 +113,7 @@ def _gradient_fn(eps, clf, x, y, gradient: str, budget: int | None, dt: float):
         loss = nn.functional.cross_entropy(defended(xi), y)
         torch.autograd.grad(loss, xi)
         return defended.last_budget
+    run.defended = defended
     return run
 
 
@@ -136,13 +138,15 @@ def measure_workload(w: Workload, device: str, dt: float, repeats: int) -> dict:
     for precision in ("fp32", "bf16"):
         eps, clf = (accelerated(m, precision=precision) for m in (eps32, clf32))
         probe = _gradient_fn(eps, clf, x, y, "checkpoint", 2**62, dt)()
-        exact_bytes = probe.step_bytes * probe.kept
         settings = [("exact", None), ("checkpoint", None)] + \
-            [(f"checkpoint {100 * f:g} %", int(f * exact_bytes)) for f in BUDGETS]
+            [(f"checkpoint {100 * f:g} %", int(f * probe.exact_bytes)) for f in BUDGETS]
         for label, budget in settings:
             mode = "exact" if label == "exact" else "checkpoint"
-            row = timer(_gradient_fn(eps, clf, x, y, mode, budget, dt), repeats)
-            rows.append({"precision": precision, "mode": label, **row})
+            run = _gradient_fn(eps, clf, x, y, mode, budget, dt)
+            row = {"precision": precision, "mode": label, **timer(run, repeats)}
+            if budget is not None and not row.get("oom"):
+                row["policies"] = run.defended.last_budget.used
+            rows.append(row)
     result["gradients"] = rows
     result["eot"] = eot_speedup(eps32, clf32, x[:1], y[:1], dt, timer, repeats)
     return result
@@ -180,13 +184,20 @@ def report(results: list[dict], device_name: str) -> str:
         lines += [f"## {r['workload']} (batch {r['batch']}, {r['steps']} steps)", "",
                   f"purification: {r['images_per_second']:.1f} images/s" if r["images_per_second"]
                   else "purification: out of memory", "",
-                  "| precision | gradient | seconds | peak GiB |", "|---|---|---|---|"]
+                  "| precision | gradient | seconds | ÷ exact's | peak GiB | steps: whole graph / "
+                  "selective / input only |", "|---|---|---|---|---|---|"]
+        exact = {g["precision"]: g for g in r["gradients"] if g["mode"] == "exact"}
         for g in r["gradients"]:
             if g.get("oom"):
-                lines.append(f"| {g['precision']} | {g['mode']} | out of memory | – |")
-            else:
-                peak = "–" if g["peak_bytes"] is None else f"{g['peak_bytes'] / 2**30:.2f}"
-                lines.append(f"| {g['precision']} | {g['mode']} | {g['seconds']:.3f} | {peak} |")
+                lines.append(f"| {g['precision']} | {g['mode']} | out of memory | – | – | – |")
+                continue
+            peak = "–" if g["peak_bytes"] is None else f"{g['peak_bytes'] / 2**30:.2f}"
+            ref = exact.get(g["precision"], {})
+            ratio = "–" if ref.get("oom") or not ref else f"{g['seconds'] / ref['seconds']:.2f}"
+            policies = "/".join(str(g["policies"][p]) for p in POLICIES) \
+                if "policies" in g else "–"
+            lines.append(f"| {g['precision']} | {g['mode']} | {g['seconds']:.3f} | {ratio} | "
+                         f"{peak} | {policies} |")
         ratio = _bf16_ratio(r["gradients"])
         eot = r["eot"]
         lines += ["", f"bf16 / fp32 speed-up of the exact gradient: {ratio}",

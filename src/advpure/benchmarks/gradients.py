@@ -4,7 +4,9 @@ Each configuration runs in its own process so that its peak memory is its own. T
 watches the child's resident memory and stops it at the cap, reporting "out of memory"; a mode
 that ran out at N steps is not run for larger N. ``budgets`` adds ``checkpoint`` runs with a
 memory budget of that fraction of what ``exact`` keeps (N × one step's graph, measured by
-``diffusion/budget.py`` in the same process). Memory is the peak above the memory in use just
+``diffusion/budget.py`` in the same process), and reports the policy each step took (whole
+graph, selective graph, input only). Every gradient is compared with ``exact``'s on the same
+noise, in the same process. Memory is the peak above the memory in use just
 before the gradient (CPU: the resident set sampled every millisecond; CUDA:
 ``max_memory_allocated``), taken on a run after the timed ones. Time is the median of
 ``repeats`` runs after one warm-up run.
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..diffusion import graph_budget
+from ..diffusion.budget import POLICIES
 from ..reports.plots import figure
 
 MODES = ("exact", "checkpoint", "adjoint")
@@ -109,14 +112,15 @@ def sync(device: str) -> None:
 
 
 def worker(spec: dict) -> dict:
-    """Measure one (workload, mode, steps) configuration in this process."""
+    """Measure one (workload, mode, steps[, budget]) configuration in this process, and compare
+    its gradient with ``exact``'s on the same noise."""
     from ..purifiers import DiffPure
 
     device, workload = spec["device"], WORKLOADS[spec["workload"]]
     torch.set_num_threads(spec["threads"])
     model = build_model(workload, device)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(workload.batch, *workload.shape, generator=g).to(device)
+    x = torch.rand(spec.get("batch") or workload.batch, *workload.shape, generator=g).to(device)
     weights = torch.randn(x.shape, generator=g).to(device)
 
     if spec["mode"] == "bare":          # one network forward+backward on the same batch
@@ -124,25 +128,30 @@ def worker(spec: dict) -> dict:
             xi = (2 * x - 1).requires_grad_(True)
             t = torch.full((len(x),), T_STAR, device=device)
             torch.autograd.grad((model(xi, t) * weights).sum(), xi)
-    else:
-        purifier = DiffPure(model, t_star=T_STAR, dt=T_STAR / spec["steps"])
+        return {**spec, **measure(run_once, device, spec["repeats"])}
+    purifier = DiffPure(model, t_star=T_STAR, dt=T_STAR / spec["steps"])
 
-        def gradient(budget: int | None = None):
-            xi = x.clone().requires_grad_(True)
-            with graph_budget(budget) as used:
-                out = purifier(xi, torch.Generator().manual_seed(1), gradient=spec["mode"])
-                torch.autograd.grad((out * weights).sum(), xi)
-            return used
+    def gradient(budget: int | None = None, mode: str = spec["mode"]):
+        xi = x.clone().requires_grad_(True)
+        with graph_budget(budget) as used:
+            out = purifier(xi, torch.Generator().manual_seed(1), gradient=mode)
+            (grad,) = torch.autograd.grad((out * weights).sum(), xi)
+        return grad, used
 
-        fraction = spec.get("budget")
-        if fraction is None:
-            return {**spec, **measure(gradient, device, spec["repeats"])}
-        probe = gradient(2**62)                          # every step kept: exact's graphs
-        total = int(fraction * probe.step_bytes * probe.kept)
-        kept = gradient(total).kept
-        return {**spec, "budget_bytes": total, "kept_steps": kept,
-                **measure(lambda: gradient(total), device, spec["repeats"])}
-    return {**spec, **measure(run_once, device, spec["repeats"])}
+    total, row = None, dict(spec)
+    if spec.get("budget") is not None:
+        total = int(spec["budget"] * gradient(2**62)[1].exact_bytes)   # exact's graphs
+        row.update(budget_bytes=total, policies=gradient(total)[1].used)
+    row.update(measure(lambda: gradient(total), device, spec["repeats"]))
+    if spec["mode"] != "exact":
+        row.update(difference(gradient(total)[0], gradient(mode="exact")[0]))
+    return row
+
+
+def difference(grad: torch.Tensor, exact: torch.Tensor) -> dict:
+    """How far a gradient is from exact's: bit for bit, or the largest absolute difference."""
+    return {"bitwise": bool(torch.equal(grad, exact)),
+            "max_abs_diff": float((grad - exact).abs().max())}
 
 
 def measure(run_once, device: str, repeats: int) -> dict:
@@ -195,7 +204,7 @@ def run_isolated(spec: dict, cap_bytes: int, module: str = "advpure.benchmarks.g
 
 
 def sweep(workloads, steps, modes, cap_bytes: int, repeats: int, device: str,
-          threads: int, budgets=()) -> list[dict]:
+          threads: int, budgets=(), batch: int | None = None) -> list[dict]:
     """Every (workload, mode, steps) in its own process, plus the bare network pass and the
     checkpoint runs at each budget fraction."""
     from tqdm.auto import tqdm
@@ -203,7 +212,7 @@ def sweep(workloads, steps, modes, cap_bytes: int, repeats: int, device: str,
     configs = [(w, m, n, None) for w in workloads for m in modes for n in steps]
     configs += [(w, "checkpoint", n, f) for w in workloads for n in steps for f in budgets]
     rows, out_of_memory = [], set()
-    base = {"device": device, "threads": threads, "repeats": repeats}
+    base = {"device": device, "threads": threads, "repeats": repeats, "batch": batch}
     for w in workloads:
         rows.append(run_isolated({**base, "workload": w, "mode": "bare", "steps": 1}, cap_bytes))
     for w, m, n, f in tqdm(configs, desc="bench gradients"):
@@ -227,64 +236,56 @@ def find(rows, workload, mode, steps=None, budget=None):
     return None
 
 
-def cell(row) -> str:
+def cell(row, exact) -> str:
+    """'1.03× (511 MiB)' against exact's time ('2.07 s (852 MiB)' for exact itself), with
+    the steps each policy took under a budget."""
     if row is None:
         return "–"
     if row.get("oom"):
         return "out of memory" + (" (not run)" if row.get("skipped") else "")
-    return f"{row['seconds']:.3g} s, {row['peak_bytes'] / 2**20:.0f} MiB"
+    mib = f"{row['peak_bytes'] / 2**20:.0f} MiB"
+    if row is exact or exact is None or exact.get("oom"):
+        text = f"{row['seconds']:.3g} s ({mib})"
+    else:
+        text = f"{row['seconds'] / exact['seconds']:.2f}× ({mib})"
+    if "policies" in row:
+        text += " " + "/".join(str(row["policies"][p]) for p in POLICIES)
+    return text
 
 
-def ratio(a, b) -> str:
-    if a is None or b is None or a.get("oom") or b.get("oom"):
+def agreement(rows) -> str:
+    """How the row's gradients compare with exact's: 'bit for bit' or the largest |Δ|."""
+    compared = [r for r in rows if r is not None and "bitwise" in r]
+    if not compared:
         return "–"
-    return f"{a['seconds'] / b['seconds']:.2f}"
+    if all(r["bitwise"] for r in compared):
+        return "bit for bit"
+    return f"max abs diff {max(r['max_abs_diff'] for r in compared):.1e}"
 
 
 def format_table(rows: list[dict], steps, modes) -> str:
+    """Per workload and N: time ÷ exact's and peak memory of every mode and budget."""
     lines = []
     for w in dict.fromkeys(r["workload"] for r in rows):
         bare = find(rows, w, "bare")
-        bare = None if bare.get("oom") else bare
-        bare_text = f"{bare['seconds'] * 1e3:.1f} ms" if bare else "out of memory"
-        lines += [f"### {w}: {WORKLOADS[w].what}, batch {WORKLOADS[w].batch}, "
-                  f"one network forward+backward {bare_text}", "",
-                  "| N | " + " | ".join(modes) + " | checkpoint/exact time | "
-                  "checkpoint / (N × bare) time |",
-                  "|---|" + "---|" * (len(modes) + 2)]
+        bare_text = "out of memory" if bare.get("oom") else f"{bare['seconds'] * 1e3:.1f} ms"
+        batch = bare.get("batch") or WORKLOADS[w].batch
+        fractions = sorted({r["budget"] for r in rows if r["workload"] == w and "budget" in r})
+        columns = [(m, None) for m in modes] + [("checkpoint", f) for f in fractions]
+        names = [m if f is None else f"budget {100 * f:g} %" for m, f in columns]
+        lines += [f"### {w}: {WORKLOADS[w].what}, batch {batch}; one network "
+                  f"forward+backward {bare_text}", "",
+                  "Time ÷ exact's (exact: seconds), peak memory; under a budget, the steps "
+                  "that kept their whole graph / a selective graph / their input only.", "",
+                  "| N | " + " | ".join(names) + " | gradients against exact's |",
+                  "|---|" + "---|" * (len(columns) + 1)]
         for n in steps:
-            ck, ex = find(rows, w, "checkpoint", n), find(rows, w, "exact", n)
-            per_bare = "–" if ck is None or ck.get("oom") or bare is None else (
-                f"{ck['seconds'] / (n * bare['seconds']):.2f}")
-            lines.append(f"| {n} | " + " | ".join(cell(find(rows, w, m, n)) for m in modes)
-                         + f" | {ratio(ck, ex)} | {per_bare} |")
+            found = [find(rows, w, m, n, f) for m, f in columns]
+            exact = find(rows, w, "exact", n)
+            lines.append(f"| {n} | " + " | ".join(cell(r, exact) for r in found)
+                         + f" | {agreement(found)} |")
         lines.append("")
-        lines += budget_table(rows, w, steps, bare)
     return "\n".join(lines)
-
-
-def budget_table(rows: list[dict], w: str, steps, bare: dict | None) -> list[str]:
-    """checkpoint at each memory budget (a fraction of exact's graphs): time as a multiple of
-    N × the bare network pass, peak memory, and the steps kept."""
-    fractions = sorted({r["budget"] for r in rows if r["workload"] == w and "budget" in r})
-    if not fractions or bare is None:
-        return []
-    lines = [f"{w}, `checkpoint` with a memory budget (a fraction of the graphs `exact` keeps): "
-             "time / (N × bare), peak MiB, steps kept of N", "",
-             "| N | checkpoint | " + " | ".join(f"{100 * f:g} %" for f in fractions)
-             + " | exact |", "|---|" + "---|" * (len(fractions) + 2)]
-
-    def text(r, n):
-        if r is None or r.get("oom"):
-            return "–" if r is None else "out of memory"
-        kept = f", {r['kept_steps']}/{n} kept" if "kept_steps" in r else ""
-        return f"{r['seconds'] / (n * bare['seconds']):.2f}×, {r['peak_bytes'] / 2**20:.0f}{kept}"
-    for n in steps:
-        cells = [text(find(rows, w, "checkpoint", n), n)]
-        cells += [text(find(rows, w, "checkpoint", n, f), n) for f in fractions]
-        cells.append(text(find(rows, w, "exact", n), n))
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    return lines + [""]
 
 
 Series = tuple[str, str, list, list, list]     # label, style, x values, seconds, bytes
@@ -321,10 +322,11 @@ def plot(rows: list[dict], modes, path: Path) -> Path:
 
 
 def run(out_dir: Path, workloads=tuple(WORKLOADS), steps=STEPS, modes=MODES, cap_gb: float = 16.0,
-        repeats: int = 2, device: str = "cpu", threads: int | None = None, budgets=()) -> str:
+        repeats: int = 2, device: str = "cpu", threads: int | None = None, budgets=(),
+        batch: int | None = None) -> str:
     threads = threads or torch.get_num_threads()
     rows = sweep(workloads, steps, modes, int(cap_gb * 2**30), repeats, device, threads,
-                 budgets)
+                 budgets, batch)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = format_table(rows, steps, modes)
     header = (f"# Gradient modes: time and peak memory\n\ndevice {device}, {threads} threads, "

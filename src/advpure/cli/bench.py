@@ -20,9 +20,12 @@ def bench_gradients(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     budgets: str = typer.Option("", help="checkpoint memory budgets as fractions of exact's "
                                 "graphs, e.g. 0.1,0.25,0.5,1 (none: not run)"),
+    threads: int = typer.Option(0, min=0, help="torch threads per measurement (0: torch's "
+                                "default)"),
+    batch: int = typer.Option(0, min=0, help="images per gradient (0: the workload's own)"),
 ) -> None:
-    """Time and peak memory of exact, checkpoint and adjoint gradients against N, and of
-    checkpoint at memory budgets."""
+    """Time (÷ exact's) and peak memory of exact, checkpoint and adjoint gradients against N,
+    and of checkpoint at memory budgets with the policy each step took."""
     from ..benchmarks import gradients
 
     names = parse_list(workloads, str)
@@ -31,8 +34,9 @@ def bench_gradients(
         raise typer.BadParameter(f"expected workloads among {', '.join(gradients.WORKLOADS)}, "
                                  f"found {', '.join(unknown)}")
     report = gradients.run(out, names, parse_list(steps, int), parse_list(modes, str),
-                           cap_gb, repeats, device,
-                           budgets=parse_list(budgets, float) if budgets else ())
+                           cap_gb, repeats, device, threads=threads or None,
+                           budgets=parse_list(budgets, float) if budgets else (),
+                           batch=batch or None)
     typer.echo(report)
     typer.echo(f"wrote {out}/gradients.md, gradients.json, gradients.png")
 

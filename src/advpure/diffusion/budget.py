@@ -1,18 +1,31 @@
-"""A memory budget for the ``checkpoint`` gradient: keep the autograd graphs of as many solver
-steps as the budget holds, recompute only the others (DESIGN.md §4).
+"""A memory budget for the ``checkpoint`` gradient: for every solver step, the policy that
+keeps the budget at the least recomputation (DESIGN.md §4).
 
 ``checkpoint`` keeps one state per step and recomputes every step's forward in backward: the
-exact gradient at flat memory, one extra forward per step. Most accelerators could hold many
-steps' graphs; with a budget, ``run_steps`` measures the graph of the first step it runs (the
-bytes autograd saves for it), keeps the graphs of the following steps while the budget lasts
-and recomputes the rest. Every step costs the same to recompute, so keeping as many steps as
-fit *is* the minimal recomputation; which ones does not matter (the first ones are kept). The
-gradient is the same at every budget: a kept step is ``exact``'s, a recomputed one reruns the
-same operations. A budget that holds every step is ``exact``; none is plain ``checkpoint``.
+exact gradient at flat memory, one extra forward per step. Most machines could hold more. A
+budget chooses, step by step, among three policies (``POLICIES``):
+
+- ``graph``: the step's whole autograd graph, as ``exact`` keeps it — no recomputation;
+- ``selective``: the graph without what backward never reads or recomputes in one
+  elementwise pass (``selective.py``): about a third of the bytes on a UNet, at a few per cent
+  of a step's time;
+- ``input``: the step's input only (``samplers.RecomputedStep``): no graph, one forward
+  recomputed in backward (≈ 0.6 of a step).
+
+The bytes of each policy are measured, not assumed: the first step is run as ``graph`` and
+the first step that needs it as ``selective``, under ``graph_bytes``; a measured step is
+kept. Per byte a selective step saves the most recomputation, so the plan (``choose``) runs
+every remaining step selectively when the budget holds that, spends what is left on whole
+graphs (the first steps), and otherwise keeps as many selective steps as fit and
+recomputes the rest from their inputs. A budget that holds every step's graph is ``exact``;
+none is plain ``checkpoint``. The gradient is the same at every budget (exact's, bit for
+bit where steps read only the state).
 
 The budget is one pool per purification call (``graph_budget``), shared by every ``run_steps``
-inside it (the heterogeneous purifier's two stages). It is scoped like ``torch.no_grad``:
-``PurifiedClassifier(..., memory_budget="6GB")`` opens it around each purification.
+inside it; each plans its own steps with what the earlier ones left (the heterogeneous
+purifier's second stage gets what its first did not use). It is scoped like
+``torch.no_grad``: ``PurifiedClassifier(..., memory_budget="6GB")`` opens it around each
+purification.
 """
 from __future__ import annotations
 
@@ -61,21 +74,49 @@ def free_memory(device: str = "cpu") -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+POLICIES = ("graph", "selective", "input")
+
+
 class GraphBudget:
-    """The bytes of step graphs still to be kept in one purification call, and what it kept."""
+    """The bytes still to keep in one purification call, each policy's measured bytes per
+    step, and how many steps ran under each policy."""
 
     def __init__(self, total: int):
         self.total, self.remaining = total, total
-        self.step_bytes: int | None = None       # the first measured step's graph
-        self.kept, self.recomputed = 0, 0
+        self.step_bytes: dict[str, int] = {}      # policy -> one measured step's graph
+        self.used: dict[str, int] = dict.fromkeys(POLICIES, 0)
 
-    def admits(self) -> bool:
-        """Whether one more step's graph fits (the step size must have been measured)."""
-        return self.step_bytes is not None and self.remaining >= self.step_bytes
+    def choose(self, steps_left: int) -> str:
+        """The policy of the next of ``steps_left`` steps (this one included): whole graphs
+        while every later step can still be selective, then selective steps while they fit,
+        then inputs only. A policy not yet measured is measured on this step."""
+        graph, selective = self.step_bytes.get("graph"), self.step_bytes.get("selective")
+        if self.total <= 0:
+            return "input"
+        if graph is None or self.remaining >= steps_left * graph:
+            return "graph"
+        if selective is None:
+            return "selective" if self.remaining > 0 else "input"
+        if self.remaining - graph >= (steps_left - 1) * selective:
+            return "graph"
+        return "selective" if self.remaining >= selective else "input"
 
-    def keep(self, nbytes: int) -> None:
+    def keep(self, policy: str, nbytes: int) -> None:
         self.remaining -= nbytes
-        self.kept += 1
+        self.used[policy] += 1
+
+    @property
+    def steps(self) -> int:
+        return sum(self.used.values())
+
+    @property
+    def exact_bytes(self) -> int:
+        """What ``exact`` would keep: every step's whole graph (0 before one was measured)."""
+        return self.step_bytes.get("graph", 0) * self.steps
+
+    def describe(self) -> str:
+        """'5 graph + 15 selective + 0 input': the policy each step used."""
+        return " + ".join(f"{self.used[p]} {p}" for p in POLICIES)
 
 
 _BUDGET: ContextVar[GraphBudget | None] = ContextVar("graph_budget", default=None)
@@ -83,8 +124,9 @@ _BUDGET: ContextVar[GraphBudget | None] = ContextVar("graph_budget", default=Non
 
 @contextmanager
 def graph_budget(total_bytes: int | None) -> Iterator[GraphBudget | None]:
-    """Within the block, ``run_steps`` in ``checkpoint`` mode keeps step graphs up to
-    ``total_bytes`` (None: no budget, plain checkpoint)."""
+    """Within the block, ``run_steps`` in ``checkpoint`` mode keeps what each step needs for
+    backward up to ``total_bytes``, choosing a policy per step (None: no budget, plain
+    checkpoint)."""
     budget = None if total_bytes is None else GraphBudget(int(total_bytes))
     token = _BUDGET.set(budget)
     try:

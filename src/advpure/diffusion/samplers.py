@@ -6,8 +6,9 @@ drives any step function under the solver-level gradient modes (DESIGN.md §4):
 - ``exact``: autograd through every step;
 - ``checkpoint``: each step runs without a graph and is recomputed in backward from its saved
   input state and noise (``RecomputedStep``), so only the per-step states and noises are kept,
-  and the gradient is the ``exact`` one. Inside ``graph_budget(bytes)`` (``budget.py``) the
-  graphs of as many steps as the budget holds are kept and only the others recomputed.
+  and the gradient is the ``exact`` one. Inside ``graph_budget(bytes)`` (``budget.py``) each
+  step keeps its whole graph, a selective graph (``selective.py``) or its input only, as
+  the budget holds, at the least recomputation.
 
 ``adjoint`` exists only for samplers with a continuous-time form (see ``adjoint.py``).
 """
@@ -18,10 +19,11 @@ from collections.abc import Callable
 import torch
 
 from .._checks import check_choice
-from .budget import current_budget, graph_bytes
+from .budget import GraphBudget, current_budget, graph_bytes
 from .model import EpsModel, score
 from .noise import NoiseSource
 from .schedule import VPSchedule
+from .selective import selective_graph
 
 Callback = Callable[[int, float, torch.Tensor], None]
 Step = Callable[..., torch.Tensor]      # step(x, t, t_next, z, *context) -> x_next
@@ -132,23 +134,37 @@ def run_steps(step: Step, x: torch.Tensor, times: torch.Tensor, noise: NoiseSour
     needs_graph = x.requires_grad or any(c.requires_grad for c in context)
     recompute = gradient == "checkpoint" and torch.is_grad_enabled() and needs_graph
     budget = current_budget() if recompute else None
-    for i in range(len(times) - 1):
+    n = len(times) - 1
+    for i in range(n):
         t, t_next, z = float(times[i]), float(times[i + 1]), noise.randn_like(x)
-        if budget is not None and budget.total > 0 and budget.step_bytes is None:
-            x, budget.step_bytes = graph_bytes(lambda: step(x, t, t_next, z, *context), x.device)
-            budget.keep(budget.step_bytes)                 # the measured step is kept
-        elif budget is not None and budget.admits():
-            x = step(x, t, t_next, z, *context)
-            budget.keep(budget.step_bytes)
+        if budget is not None:
+            x = budgeted_step(budget, n - i, step, x, t, t_next, z, context)
         elif recompute:
             x = RecomputedStep.apply(step, t, t_next, x, z, *context)
-            if budget is not None:
-                budget.recomputed += 1
         else:
             x = step(x, t, t_next, z, *context)
         if callback is not None:
             callback(i, t_next, x)
     return x
+
+
+def budgeted_step(budget: GraphBudget, steps_left: int, step: Step, x: torch.Tensor, t: float,
+                  t_next: float, z: torch.Tensor, context: tuple[torch.Tensor, ...]
+                  ) -> torch.Tensor:
+    """One step under the policy ``budget`` chooses for it, measuring the policy's bytes the
+    first time it runs (``budget.py``)."""
+    policy = budget.choose(steps_left)
+    if policy == "input":
+        budget.keep(policy, 0)
+        return RecomputedStep.apply(step, t, t_next, x, z, *context)
+    with selective_graph(policy == "selective"):
+        if policy in budget.step_bytes:
+            x_next = step(x, t, t_next, z, *context)
+        else:
+            x_next, budget.step_bytes[policy] = graph_bytes(
+                lambda: step(x, t, t_next, z, *context), x.device)
+    budget.keep(policy, budget.step_bytes[policy])
+    return x_next
 
 
 def reverse_sde_step(model: EpsModel, schedule: VPSchedule) -> Step:
