@@ -35,7 +35,9 @@ def test_parse_budget_units_and_errors():
     (lambda: DiffPure(tiny_unet(), t_star=0.1, dt=0.01, sampler="ddpm"), True, True),
     (lambda: HeteroPure(tiny_unet(), tiny_cnn(), dt=0.02), False, False),
     (lambda: GDMP(tiny_unet(), dt=0.01, guidance_scale=30.0), False, True),
-], ids=["diffpure", "diffpure-ddpm", "hetero", "gdmp"])
+    (lambda: COUP(tiny_unet(), tiny_cnn(), dt=0.01), False, False),
+    (lambda: AGDM(tiny_unet(), tiny_cnn(), dt=0.01), False, False),
+], ids=["diffpure", "diffpure-ddpm", "hetero", "gdmp", "coup", "agdm"])
 def test_the_gradient_is_exacts_at_every_budget(make, bitwise, one_solve):
     """Bit for bit where the steps read only the state; with context inputs that every step
     reads (the heterogeneous purifier's input and mask, GDMP's input) autograd sums their
@@ -138,7 +140,8 @@ def test_compile_falls_back_to_eager_with_one_warning(monkeypatch):
     model = smooth_classifier()
     compiled = Compiled(model)
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
-    with pytest.warns(UserWarning, match="torch.compile of Sequential failed .*no C\\+\\+"):
+    with pytest.warns(UserWarning, match="torch.compile of Sequential failed .*no C\\+\\+.*"
+                      "running it eagerly \\(compile=False runs eagerly without"):
         out = compiled(x)
     torch.testing.assert_close(out, model(x))
     with warnings.catch_warnings():
@@ -205,3 +208,34 @@ def test_bf16_runs_the_other_gradient_modes(gradient):
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
     (grad,) = torch.autograd.grad(defended(x).logsumexp(1).sum(), x)
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+class SlowUnder(torch.nn.Module):
+    """Identity that sleeps 20 ms when autocast is (or is not) on: a slow precision path."""
+
+    def __init__(self, slow_under_autocast: bool):
+        super().__init__()
+        self.slow_under_autocast = slow_under_autocast
+
+    def forward(self, x, *args):
+        import time
+
+        if torch.is_autocast_enabled("cpu") == self.slow_under_autocast:
+            time.sleep(0.02)
+        return x * 1.0
+
+
+def test_a_slower_autocast_is_said_once_and_kept():
+    model = Autocast(SlowUnder(slow_under_autocast=True), torch.bfloat16)
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.warns(UserWarning, match="precision bf16: SlowUnder runs .*× slower under "
+                      "autocast than in fp32 on this cpu .* precision fp32 is the faster choice "
+                      "here. Keeping bf16 as asked"):
+        out = model(x)
+    assert out.dtype == torch.float32 and model.speed["bf16"] > model.speed["fp32"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(x)                                          # said once
+        faster = Autocast(SlowUnder(slow_under_autocast=False), torch.bfloat16)
+        faster(x)                                         # autocast the faster: nothing said
+    assert faster.speed["bf16"] < faster.speed["fp32"]

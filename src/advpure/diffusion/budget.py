@@ -36,7 +36,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
-from torch import nn
+
+from .selective import saved_tensors
 
 AUTO_FRACTION = {"cuda": 0.8, "cpu": 0.5}    # "auto": this share of the free memory
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -139,24 +140,14 @@ def current_budget() -> GraphBudget | None:
     return _BUDGET.get()
 
 
-def graph_bytes(run: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
+def graph_bytes(run: Callable[[], torch.Tensor], device: torch.device,
+                selective: bool = False) -> tuple[torch.Tensor, int]:
     """(``run()``, the bytes its autograd graph holds): on CUDA the allocator's growth while the
     output is alive; elsewhere the storages autograd saves for backward, each counted once,
-    parameters (which exist anyway) left out."""
+    parameters (which exist anyway) left out. ``selective``: run under a selective graph."""
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    with saved_tensors(selective) as saved:
+        out = run()
     if device.type == "cuda":
-        before = torch.cuda.memory_allocated(device)
-        out = run()
         return out, max(0, torch.cuda.memory_allocated(device) - before)
-    seen: set[int] = set()
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        storage = t.untyped_storage()
-        if not isinstance(t, nn.Parameter) and storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            total += storage.nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = run()
-    return out, total
+    return out, saved.nbytes

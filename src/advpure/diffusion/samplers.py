@@ -23,7 +23,7 @@ from .budget import GraphBudget, current_budget, graph_bytes
 from .model import EpsModel, score
 from .noise import NoiseSource
 from .schedule import VPSchedule
-from .selective import selective_graph
+from .selective import saved_tensors
 
 Callback = Callable[[int, float, torch.Tensor], None]
 Step = Callable[..., torch.Tensor]      # step(x, t, t_next, z, *context) -> x_next
@@ -157,12 +157,15 @@ def budgeted_step(budget: GraphBudget, steps_left: int, step: Step, x: torch.Ten
     if policy == "input":
         budget.keep(policy, 0)
         return RecomputedStep.apply(step, t, t_next, x, z, *context)
-    with selective_graph(policy == "selective"):
-        if policy in budget.step_bytes:
+    selective = policy == "selective"
+    if policy not in budget.step_bytes:
+        x_next, budget.step_bytes[policy] = graph_bytes(
+            lambda: step(x, t, t_next, z, *context), x.device, selective)
+    elif selective:
+        with saved_tensors(selective=True):
             x_next = step(x, t, t_next, z, *context)
-        else:
-            x_next, budget.step_bytes[policy] = graph_bytes(
-                lambda: step(x, t, t_next, z, *context), x.device)
+    else:
+        x_next = step(x, t, t_next, z, *context)
     budget.keep(policy, budget.step_bytes[policy])
     return x_next
 

@@ -1,29 +1,31 @@
-"""Selective recomputation inside one solver step: the step's autograd graph without the
-tensors its backward pass never reads or can recompute for a few per cent of the step — the
-middle policy of a memory budget (``budget.py``).
+"""Selective recomputation inside one solver step: the step's own autograd graph, with the
+saved tensors its backward pass never reads, or can recompute in one elementwise pass, stored
+as stand-ins — the middle policy of a memory budget (``budget.py``).
 
-Autograd keeps, for every operation, the inputs its derivative formula may read. In a UNet step
-most of those bytes are of two kinds, and neither is needed:
+Autograd keeps, for every operation, the inputs its derivative formula may read. In a UNet
+step most of those bytes are of two kinds, and neither needs storing:
 
 - **the input of every convolution.** With frozen weights (an attack never differentiates
   them) the input gradient of y = W ⋆ x is the transposed convolution Wᵀ ⋆ ∂y, which reads
-  the input's shape only. ``FrozenConvolution`` keeps that shape and calls the kernel autograd
-  calls (``aten.convolution_backward``, input gradient only) on an unfilled tensor of it;
-- **the input of the SiLU that follows a GroupNorm** (the normalised activations).
-  GroupNorm keeps its own input anyway; ``SiLUOfGroupNorm`` keeps that instead and recomputes
-  the normalisation in backward — one elementwise pass, the only recomputation here.
+  x's layout only: the saved input is stored as its shape and strides and handed back
+  unfilled (``Unread``);
+- **the input of the SiLU that follows a GroupNorm** (the normalised activations): stored as
+  the GroupNorm call (``Renormalise``: its input, which GroupNorm saves anyway, groups, affine
+  weights, eps) and recomputed when backward reads it — one elementwise pass, the only
+  recomputation here.
 
 What stays is what is expensive to recompute: every convolution's and matrix product's
-output that a nonlinearity reads. The backward pass runs the same kernels on the same values
-as autograd's, so the gradient is the whole graph's bit for bit; on the small CIFAR-10 UNet a
-step keeps 37 % of its graph at the whole graph's time (docs/results/cpu-gradients.md).
-Second-order gradients (GDMP's guidance inside a step) stay exact: under ``create_graph`` the
-recomputed normalisation is part of the graph.
+output that a nonlinearity reads. The graph is autograd's own (the same nodes, kernels and
+values; only where two saved tensors live changes), so the gradient is the whole graph's bit
+for bit, and so are second-order gradients (GDMP's guidance inside a step): autograd gives an
+unpacked tensor its history back. On the small CIFAR-10 UNet and the digits UNet a step keeps
+37 % of its graph (docs/results/cpu-gradients.md).
 
-``selective_graph()`` is a ``TorchFunctionMode`` (it sees the calls the network makes):
-inside it ``conv1d/2d/3d`` with weights that need no gradient, and ``silu`` of a
-``group_norm`` output, take these forms; everything else runs as usual, and so does all of it
-under autocast (whose casts sit between the operations) or without a graph being built.
+``saved_tensors(selective)`` wraps a step: ``saved_tensors_hooks`` that count the bytes autograd
+stores (each storage once, parameters left out) and, when ``selective``, a ``TorchFunctionMode``
+that sees the network's calls and marks the tensor that the convolution (weights frozen) or
+the SiLU (of a GroupNorm output) under way will save. Everything else is stored as usual, and
+so is all of it under autocast (whose casts sit between the operations).
 """
 from __future__ import annotations
 
@@ -31,85 +33,76 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-_CONVOLUTIONS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
-_NORM_INPUTS = "_advpure_group_norm_of"      # tensor attribute: the GroupNorm call behind it
-
-
-def _per_dim(value, dims: int) -> list[int]:
-    return list(value) if isinstance(value, (tuple, list)) else [value] * dims
-
-
-class FrozenConvolution(torch.autograd.Function):
-    """y = conv(x, W, b) with W, b frozen; saves x's layout, not x (∂x = Wᵀ ⋆ ∂y)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
-        dims = weight.dim() - 2
-        ctx.layout = (x.shape, x.stride(), x.dtype, x.device)
-        ctx.conv = ([bias.shape[0]] if bias is not None else None, _per_dim(stride, dims),
-                    _per_dim(padding, dims), _per_dim(dilation, dims), groups)
-        ctx.save_for_backward(weight)
-        conv = {1: torch.conv1d, 2: torch.conv2d, 3: torch.conv3d}[dims]
-        return conv(x, weight, bias, stride, padding, dilation, groups)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (weight,) = ctx.saved_tensors
-        shape, strides, dtype, device = ctx.layout
-        bias_sizes, stride, padding, dilation, groups = ctx.conv
-        unread = torch.empty_strided(shape, strides, dtype=dtype, device=device)
-        grad_x, _, _ = torch.ops.aten.convolution_backward(
-            grad, unread, weight, bias_sizes, stride, padding, dilation, False,
-            [0] * len(stride), groups, [True, False, False])
-        return grad_x, None, None, None, None, None, None
-
-
-class SiLUOfGroupNorm(torch.autograd.Function):
-    """silu(y) for y = group_norm(x, ...); saves x (which GroupNorm keeps too), not y, and
-    recomputes y in backward."""
-
-    @staticmethod
-    def forward(ctx, y, x, groups, weight, bias, eps):
-        ctx.groups, ctx.eps = groups, eps
-        ctx.save_for_backward(x, weight, bias)
-        return F.silu(y)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight, bias = ctx.saved_tensors
-        y = torch.group_norm(x, ctx.groups, weight, bias, ctx.eps)  # a graph under create_graph
-        return silu_backward(grad, y), None, None, None, None, None
-
-
-def silu_backward(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """∂silu(y) · grad as autograd computes it: its kernel, or under ``create_graph`` its
-    differentiable form g·σ(y)·(1 + y(1 − σ(y)))."""
-    if not torch.is_grad_enabled():
-        return torch.ops.aten.silu_backward(grad, y)
-    sigmoid = y.sigmoid()
-    return grad * sigmoid * (1.0 + y * (1.0 - sigmoid))
-
-
-def _conv_call(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    return input, weight, bias, stride, padding, dilation, groups
-
-
-def _group_norm_call(input, num_groups, weight=None, bias=None, eps=1e-5):
-    return input, num_groups, weight, bias, eps
-
-
+_CONVOLUTIONS = (torch.conv1d, torch.conv2d, torch.conv3d)
 _HANDLED = {*_CONVOLUTIONS, F.group_norm, F.silu}
+_NORM_CALL = "_advpure_group_norm_call"      # tensor attribute: the GroupNorm call behind it
 
 
-def _frozen(*tensors) -> bool:
-    return all(t is None or not t.requires_grad for t in tensors)
+class Unread:
+    """A saved tensor whose values backward never reads: its layout, unfilled when unpacked."""
+
+    __slots__ = ("shape", "stride", "dtype", "device")
+
+    def __init__(self, t: torch.Tensor):
+        self.shape, self.stride, self.dtype, self.device = t.shape, t.stride(), t.dtype, t.device
+
+    def unpack(self) -> torch.Tensor:
+        return torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=self.device)
+
+
+class Renormalise:
+    """A saved GroupNorm output: the call that made it, run again when unpacked."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: tuple):
+        self.call = call                    # (input, num_groups, weight, bias, eps)
+
+    def unpack(self) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.group_norm(*self.call)
+
+
+class SavedTensors:
+    """Pack and unpack hooks: count the bytes stored (``nbytes``) and store the marked tensor
+    (``mark``: the tensor the call under way will save, and its stand-in) as its stand-in."""
+
+    def __init__(self):
+        self.nbytes, self._seen = 0, set()
+        self.mark: tuple[torch.Tensor, Unread | Renormalise] | None = None
+
+    def pack(self, t: torch.Tensor):
+        if self.mark is not None and t is self.mark[0]:
+            return self.mark[1]
+        storage = t.untyped_storage()
+        if not isinstance(t, nn.Parameter) and storage.data_ptr() not in self._seen:
+            self._seen.add(storage.data_ptr())
+            self.nbytes += storage.nbytes()
+        return t
+
+    @staticmethod
+    def unpack(packed):
+        return packed.unpack() if isinstance(packed, (Unread, Renormalise)) else packed
+
+    def saving(self, t: torch.Tensor, stand_in: Unread | Renormalise, func, args, kwargs):
+        """``func(*args, **kwargs)``, storing ``t`` as ``stand_in`` where it saves ``t``."""
+        self.mark = (t, stand_in)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self.mark = None
 
 
 class SelectiveGraph(TorchFunctionMode):
-    """Convolutions and GroupNorm–SiLU pairs in the forms that keep less (module docstring)."""
+    """Marks what frozen convolutions and SiLUs of GroupNorm outputs save (module docstring)."""
+
+    def __init__(self, saved: SavedTensors):
+        super().__init__()
+        self.saved = saved
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -119,25 +112,37 @@ class SelectiveGraph(TorchFunctionMode):
         if not (torch.is_grad_enabled() and isinstance(first, torch.Tensor)
                 and not torch.is_autocast_enabled(first.device.type)):
             return func(*args, **kwargs)
-        if func in _CONVOLUTIONS:
-            call = _conv_call(*args, **kwargs)
-            if _frozen(call[1], call[2]) and not isinstance(call[4], str):
-                return FrozenConvolution.apply(*call)
-        elif func is F.group_norm:
+        if func is F.group_norm:
             out = func(*args, **kwargs)
-            setattr(out, _NORM_INPUTS, _group_norm_call(*args, **kwargs))
+            setattr(out, _NORM_CALL, _group_norm_call(*args, **kwargs))
             return out
-        elif func is F.silu and not (kwargs.get("inplace") or args[1:2] == (True,)):
-            norm = getattr(first, _NORM_INPUTS, None)
-            if norm is not None:
-                x, groups, weight, bias, eps = norm
-                return SiLUOfGroupNorm.apply(first, x, groups, weight, bias, eps)
+        if func is F.silu:
+            call = getattr(first, _NORM_CALL, None)
+            if call is not None:
+                return self.saved.saving(first, Renormalise(call), func, args, kwargs)
+        elif _frozen(*_conv_weights(*args, **kwargs)):
+            return self.saved.saving(first, Unread(first), func, args, kwargs)
         return func(*args, **kwargs)
 
 
+def _group_norm_call(input, num_groups, weight=None, bias=None, eps=1e-5) -> tuple:
+    return input, num_groups, weight, bias, eps
+
+
+def _conv_weights(input, weight, bias=None, *args, **kwargs) -> tuple:
+    return weight, bias
+
+
+def _frozen(*tensors) -> bool:
+    return all(t is None or not t.requires_grad for t in tensors)
+
+
 @contextmanager
-def selective_graph(enabled: bool = True) -> Iterator[None]:
-    """Within the block, the graph a step builds keeps only what its backward pass needs and
-    cannot recompute cheaply (module docstring); ``enabled=False``: the whole graph."""
-    with SelectiveGraph() if enabled else nullcontext():
-        yield
+def saved_tensors(selective: bool = False) -> Iterator[SavedTensors]:
+    """Within the block, count the bytes autograd saves (``.nbytes`` of the yielded object) and,
+    when ``selective``, store less of them for the same backward pass (module docstring)."""
+    saved = SavedTensors()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack), \
+            SelectiveGraph(saved) if selective else nullcontext():
+        yield saved
+
