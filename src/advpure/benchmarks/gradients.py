@@ -6,7 +6,8 @@ that ran out at N steps is not run for larger N. ``budgets`` adds ``checkpoint``
 memory budget of that fraction of what ``exact`` keeps (N × one step's graph, measured by
 ``diffusion/budget.py`` in the same process), and reports the policy each step took (whole
 graph, selective graph, input only). Every gradient is compared with ``exact``'s on the same
-noise, in the same process. Memory is the peak above the memory in use just
+noise, in the same process, and its time with exact's timed alternately in that process (the
+ratio is free of the drift between processes; the peak is the configuration's own). Memory is the peak above the memory in use just
 before the gradient (CPU: the resident set sampled every millisecond; CUDA:
 ``max_memory_allocated``), taken on a run after the timed ones. Time is the median of
 ``repeats`` runs after one warm-up run.
@@ -142,10 +143,11 @@ def worker(spec: dict) -> dict:
     if spec.get("budget") is not None:
         total = int(spec["budget"] * gradient(2**62)[1].exact_bytes)   # exact's graphs
         row.update(budget_bytes=total, policies=gradient(total)[1].used)
-    row.update(measure(lambda: gradient(total), device, spec["repeats"]))
-    if spec["mode"] != "exact":
-        row.update(difference(gradient(total)[0], gradient(mode="exact")[0]))
-    return row
+    if spec["mode"] == "exact":
+        return {**row, **measure(gradient, device, spec["repeats"])}
+    row.update(measure(lambda: gradient(total), device, spec["repeats"],
+                       reference=lambda: gradient(mode="exact")))
+    return {**row, **difference(gradient(total)[0], gradient(mode="exact")[0])}
 
 
 def difference(grad: torch.Tensor, exact: torch.Tensor) -> dict:
@@ -154,23 +156,36 @@ def difference(grad: torch.Tensor, exact: torch.Tensor) -> dict:
             "max_abs_diff": float((grad - exact).abs().max())}
 
 
-def measure(run_once, device: str, repeats: int) -> dict:
+def measure(run_once, device: str, repeats: int, reference=None) -> dict:
     """{"seconds": median of ``repeats`` timed runs after a warm-up, "peak_bytes": the peak
-    above the memory in use before one more run}."""
-    run_once()                                   # warm-up: lazy initialisations
-    times = []
+    above the memory in use before one more run}. With a ``reference`` (exact's gradient), its
+    runs alternate with these and "exact_seconds" is their median: a ratio to exact's time
+    taken side by side, free of the drift between processes."""
+    runs = [run_once] if reference is None else [run_once, reference]
+    for run in runs:
+        run()                                    # warm-up: lazy initialisations
+    times = {run: [] for run in runs}
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        run_once()
-        sync(device)
-        times.append(time.perf_counter() - start)
+        for run in runs:
+            times[run].append(timed(run, device))
     release_freed_memory(device)
     before = current_memory(device)
     with PeakSampler(device) as sampler:
         run_once()
         sync(device)
-    return {"seconds": statistics.median(times), "peak_bytes": max(0, sampler.peak - before)}
+    result = {"seconds": statistics.median(times[run_once]),
+              "peak_bytes": max(0, sampler.peak - before)}
+    if reference is not None:
+        result["exact_seconds"] = statistics.median(times[reference])
+    return result
+
+
+def timed(run_once, device: str) -> float:
+    sync(device)
+    start = time.perf_counter()
+    run_once()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def rss_of(pid: int) -> int:
@@ -237,14 +252,16 @@ def find(rows, workload, mode, steps=None, budget=None):
 
 
 def cell(row, exact) -> str:
-    """'1.03× (511 MiB)' against exact's time ('2.07 s (852 MiB)' for exact itself), with
-    the steps each policy took under a budget."""
+    """'1.03× (511 MiB)' against exact's time measured side by side in the same process
+    ('2.07 s (852 MiB)' for exact itself), with the steps each policy took under a budget."""
     if row is None:
         return "–"
     if row.get("oom"):
         return "out of memory" + (" (not run)" if row.get("skipped") else "")
     mib = f"{row['peak_bytes'] / 2**20:.0f} MiB"
-    if row is exact or exact is None or exact.get("oom"):
+    if "exact_seconds" in row:
+        text = f"{row['seconds'] / row['exact_seconds']:.2f}× ({mib})"
+    elif row is exact or exact is None or exact.get("oom"):
         text = f"{row['seconds']:.3g} s ({mib})"
     else:
         text = f"{row['seconds'] / exact['seconds']:.2f}× ({mib})"
@@ -275,8 +292,9 @@ def format_table(rows: list[dict], steps, modes) -> str:
         names = [m if f is None else f"budget {100 * f:g} %" for m, f in columns]
         lines += [f"### {w}: {WORKLOADS[w].what}, batch {batch}; one network "
                   f"forward+backward {bare_text}", "",
-                  "Time ÷ exact's (exact: seconds), peak memory; under a budget, the steps "
-                  "that kept their whole graph / a selective graph / their input only.", "",
+                  "Time ÷ exact's, timed alternately with exact in the same process (exact: "
+                  "seconds), peak memory; under a budget, the steps that kept their whole "
+                  "graph / a selective graph / their input only.", "",
                   "| N | " + " | ".join(names) + " | gradients against exact's |",
                   "|---|" + "---|" * (len(columns) + 1)]
         for n in steps:
