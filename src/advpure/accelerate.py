@@ -3,8 +3,8 @@
 Only the network calls change: the eps-model and the classifier run under ``torch.autocast``
 (bf16 or fp16 matrix products and convolutions) and hand back outputs in the caller's dtype, so
 the sampler's state, the noise and the time arithmetic stay in float32 (float64 where they are).
-Autocast is not faster everywhere (a CPU without bf16 matrix units emulates it, 25× slower
-on the small CIFAR-10 UNet): its first call times the network both ways and warns once where
+Autocast is not faster everywhere (a CPU without bf16 units emulates it: issue 33 measured an
+attack gradient 25× slower): its first call times the network both ways and warns once where
 fp32 is the faster, keeping the precision asked for. ``torch.compile`` is tried on the first
 call and, where it fails, the network runs eagerly with one warning saying why.
 """
@@ -51,7 +51,7 @@ class Autocast(nn.Module):
     without it most of an attack gradient's pixels underflow to zero.
 
     The first call times calls in fp32 and under autocast (``speed``: the faster of two each,
-    after a warm-up, without a graph) and warns once where autocast is ``SLOWER`` or more, naming
+    after a warm-up; forward and input gradient where the call builds a graph, as an attack's) and warns once where autocast is ``SLOWER`` or more, naming
     fp32 as the faster choice; the precision stays as asked. A compiled network is not timed
     (each variant would compile anew)."""
 
@@ -77,12 +77,19 @@ class Autocast(nn.Module):
     def time_both(self, fn, x: torch.Tensor, *args) -> dict[str, float]:
         """{"fp32": s, precision: s} per call; warns where autocast is the slower."""
         name = next(k for k, v in PRECISIONS.items() if v == self.dtype)
+        with_gradient = torch.is_grad_enabled() and x.is_floating_point()
 
         def seconds(cast: bool) -> float:
-            with torch.no_grad(), torch.autocast(x.device.type, self.dtype) if cast \
-                    else nullcontext():
-                fn(x, *args)                                     # warm-up
-                return min(_timed(fn, x, *args) for _ in range(2))
+            def call():
+                xi = x.detach().requires_grad_(with_gradient)
+                with torch.set_grad_enabled(with_gradient), \
+                        torch.autocast(x.device.type, self.dtype) if cast else nullcontext():
+                    out = fn(xi, *args)
+                out = out[0] if isinstance(out, tuple) else out
+                if with_gradient and out.requires_grad:
+                    torch.autograd.grad(out.float().sum(), xi, allow_unused=True)
+            call()                                              # warm-up
+            return min(_timed(call, x) for _ in range(2))
         speed = {"fp32": seconds(False), name: seconds(True)}
         if speed[name] >= SLOWER * speed["fp32"]:
             warnings.warn(
@@ -143,13 +150,13 @@ class Compiled(nn.Module):
         return self.model.eps_and_variance(x, t)
 
 
-def _timed(fn, x: torch.Tensor, *args) -> float:
-    """Seconds of ``fn(x, *args)`` (CUDA: synchronised)."""
+def _timed(fn, x: torch.Tensor) -> float:
+    """Seconds of ``fn()`` (CUDA: synchronised on ``x``'s device)."""
     cuda = x.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(x.device)
     start = time.perf_counter()
-    fn(x, *args)
+    fn()
     if cuda:
         torch.cuda.synchronize(x.device)
     return time.perf_counter() - start
