@@ -38,9 +38,10 @@ class PurifiedClassifier(nn.Module):
       enabled the model *is* the classifier (logits and gradient), under ``torch.no_grad``
       (evaluation) it is the defense.
 
-    ``memory_budget`` (``checkpoint`` only; bytes, "6GB", "auto"): keep the autograd graphs of
-    as many solver steps as it holds and recompute only the others (``diffusion/budget.py``);
-    the gradient is the same at every budget.
+    ``memory_budget`` (``checkpoint`` only; bytes, "6GB", "auto"): each solver step keeps its
+    whole graph, a selective graph or its input only, as the budget holds, at the least
+    recomputation (``diffusion/budget.py``); the gradient is the same at every budget, and
+    ``last_budget.used`` counts the steps of each policy.
 
     ``rows_per_pass``: an EOT gradient (``attacks.eot``) sends its copies × images in chunks of
     at most this many rows (an accelerator's memory; the same gradient). ``"auto"``: on CUDA the
@@ -83,7 +84,7 @@ class PurifiedClassifier(nn.Module):
                              f"'checkpoint' (the steps it cannot keep are recomputed), found "
                              f"gradient={gradient!r}")
         self.memory_budget = memory_budget  # graph bytes kept per purification (checkpoint)
-        self.last_budget = None             # what the last purification kept and recomputed
+        self.last_budget = None             # the policies the last purification's steps took
         if rows_per_pass not in (None, "auto") and not (isinstance(rows_per_pass, int)
                                                         and rows_per_pass > 0):
             raise ValueError(f"PurifiedClassifier: expected rows_per_pass a whole number >= 1 "
